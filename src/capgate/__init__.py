@@ -1,0 +1,3 @@
+"""capgate: a self-hosted captcha task gateway."""
+
+__version__ = "0.1.0"
