@@ -1,0 +1,236 @@
+"""The ASGI application: lifespan (store, solvers, dispatcher, sweep) and the route table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+
+import msgspec
+
+from capgate.api.http import (
+    JSON,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    read_body,
+    send_response,
+)
+from capgate.clock import Clock, OffsetClock
+from capgate.config import Settings
+from capgate.dialects import anticaptcha
+from capgate.dispatch import Dispatcher
+from capgate.model import CapgateError, ErrorCode
+from capgate.router import Router
+from capgate.service import Service
+from capgate.solvers.base import Solver
+from capgate.solvers.testkeys import TestKeysSolver
+from capgate.store import Store, store_from_url
+
+log = logging.getLogger("capgate.api")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def default_solvers(settings: Settings) -> list[Solver]:
+    """The solvers a node runs with no providers configured: test keys, then local OCR."""
+    solvers: list[Solver] = [TestKeysSolver()]
+    if settings.ocr:
+        from capgate.solvers.ocr import OcrSolver
+
+        solvers.append(OcrSolver(settings.ocr_processes))
+    return solvers
+
+
+class App:
+    """capgate's ASGI application."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        store: Store | None = None,
+        solvers: list[Solver] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store or store_from_url(settings.store, settings.data)
+        self.solvers = default_solvers(settings) if solvers is None else solvers
+        self.router = Router(self.solvers)
+        self.dispatcher: Dispatcher | None = None
+        self.service = Service(
+            self.store, self.router, settings, clock, on_created=lambda _task: self._wake()
+        )
+        self.routes: dict[str, Handler] = {}
+        self._mount_json_dialect("", anticaptcha)
+        self.routes["/healthz"] = self._healthz
+        if settings.test_clock:
+            self.routes["/_test/clock"] = self._advance_clock
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # --- lifespan ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the store, start the solvers, the dispatcher and the sweep."""
+        await self.store.open()
+        if self.settings.local_solving:
+            for solver in self.solvers:
+                await solver.start()
+            self.dispatcher = Dispatcher(self.store, self.router, self.settings, self.clock)
+            self.dispatcher.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="capgate-sweep")
+
+    async def shutdown(self) -> None:
+        """Stop background work and close the store."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.settings.local_solving:
+            for solver in self.solvers:
+                await solver.stop()
+        await self.store.close()
+
+    def _wake(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            try:
+                await self.service.maintain()
+            except Exception:
+                log.exception("maintenance pass failed; trying again next interval")
+
+    # --- ASGI -------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
+        handler = self.routes.get(path)
+        if handler is None:
+            await send_response(send, _not_found(path))
+            return
+        try:
+            body = await read_body(receive, self.settings.max_request_bytes)
+        except ClientGone:
+            return
+        except BodyTooLarge:
+            await send_response(send, _too_large(self.settings.max_request_bytes))
+            return
+        client = scope.get("client")
+        request = Request(
+            method=scope["method"],
+            path=path,
+            query=scope.get("query_string", b""),
+            headers=scope.get("headers", []),
+            body=body,
+            client_ip=client[0] if client else "",
+        )
+        await send_response(send, await handler(request))
+
+    # --- routes -----------------------------------------------------------------------
+
+    def _mount_json_dialect(self, prefix: str, dialect: ModuleType) -> None:
+        service = self.service
+
+        async def create_task(request: Request) -> Response:
+            create = dialect.parse_create(request.body)
+            key = await service.authenticate(create.client_key)
+            task = await service.create_task(
+                key, dialect.parse_task(create.task), request.client_ip
+            )
+            return Response(dialect.render_created(task))
+
+        async def get_task_result(request: Request) -> Response:
+            client_key, task_id = dialect.parse_result(request.body)
+            key = await service.authenticate(client_key)
+            return Response(dialect.render_result(await service.get_result(key, task_id)))
+
+        async def get_balance(request: Request) -> Response:
+            key = await service.authenticate(dialect.parse_balance(request.body))
+            return Response(dialect.render_balance(await service.balance(key)))
+
+        for name, handler in (
+            ("createTask", create_task),
+            ("getTaskResult", get_task_result),
+            ("getBalance", get_balance),
+        ):
+            self.routes[f"{prefix}/{name}"] = _json_errors(dialect, handler)
+
+    async def _healthz(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}')
+
+    async def _advance_clock(self, request: Request) -> Response:
+        # Test-only: move the clock, then run the housekeeping a real wait would have run.
+        try:
+            seconds = float(msgspec.json.decode(request.body)["advance"])
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+            return Response(b'{"error":"send {\\"advance\\": seconds}"}', status=400)
+        assert isinstance(self.clock, OffsetClock)
+        now = self.clock.advance(seconds)
+        await self.service.maintain()
+        return Response(msgspec.json.encode({"now": now}))
+
+
+def _json_errors(dialect: ModuleType, handler: Handler) -> Handler:
+    """Answer every failure in the dialect's own error shape, never with a stack trace."""
+
+    async def guarded(request: Request) -> Response:
+        if request.method != "POST":
+            error = CapgateError(ErrorCode.NO_SUCH_METHOD, f"Use POST for {request.path}")
+            return Response(dialect.render_error(error), status=405)
+        try:
+            return await handler(request)
+        except CapgateError as error:
+            return Response(dialect.render_error(error))
+        except Exception:
+            log.exception("unexpected error on %s", request.path)
+            error = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
+            return Response(dialect.render_error(error))
+
+    return guarded
+
+
+def _not_found(path: str) -> Response:
+    error = CapgateError(ErrorCode.NO_SUCH_METHOD, f"There is no method at {path}")
+    return Response(anticaptcha.render_error(error), status=404, content_type=JSON)
+
+
+def _too_large(limit: int) -> Response:
+    error = CapgateError(
+        ErrorCode.REQUEST_TOO_LARGE, f"The request body is larger than {limit} bytes"
+    )
+    return Response(anticaptcha.render_error(error))

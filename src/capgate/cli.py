@@ -1,0 +1,218 @@
+"""The command line: capgate serve | keys | solve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from capgate import __version__
+from capgate.clock import OffsetClock, SystemClock
+from capgate.config import Settings, load_settings
+from capgate.keys import hash_secret, new_secret
+from capgate.model import format_money, parse_money
+from capgate.store import Store, store_from_url
+
+DEFAULT_BOOTSTRAP_BALANCE = "10"
+
+
+class CliError(Exception):
+    """An error the user can fix, shown as one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the capgate command line and return its exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except (CliError, ValueError) as exc:
+        print(f"capgate: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capgate", description="A self-hosted captcha task gateway."
+    )
+    parser.add_argument("--version", action="version", version=f"capgate {__version__}")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    def with_settings(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="TOML config file")
+        p.add_argument("--data", type=Path, help="data directory (default ./capgate-data)")
+        p.add_argument("--store", help="store URL: sqlite (default), sqlite:///PATH, memory")
+
+    serve = commands.add_parser("serve", help="run the server")
+    with_settings(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.set_defaults(run=_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(metavar="ACTION", required=True)
+    create = key_commands.add_parser("create", help="create a key and print its secret")
+    with_settings(create)
+    create.add_argument("--balance", default="0", help="starting balance in USD (default 0)")
+    create.add_argument("--name", default="", help="a label for the key")
+    create.set_defaults(run=_keys_create)
+    listing = key_commands.add_parser("list", help="list keys, balances and spend")
+    with_settings(listing)
+    listing.set_defaults(run=_keys_list)
+
+    solve = commands.add_parser("solve", help="read captcha images with the local OCR engine")
+    solve.add_argument("images", nargs="+", type=Path, help="image files")
+    solve.set_defaults(run=_solve)
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: object) -> Settings:
+    overrides = {"data": args.data, "store": args.store, **extra}
+    return load_settings(args.config, overrides=overrides)
+
+
+async def _with_store(settings: Settings) -> Store:
+    store = store_from_url(settings.store, settings.data)
+    await store.open()
+    return store
+
+
+# --- serve ----------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from capgate.api.app import App
+
+    settings = _settings(args, host=args.host, port=args.port)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.store != "memory":
+        asyncio.run(_bootstrap_key(settings))
+    clock = OffsetClock() if settings.test_clock else SystemClock()
+    app = App(settings, clock)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        server_header=False,
+        date_header=False,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+async def _bootstrap_key(settings: Settings) -> None:
+    """Make sure a new server can be used: create the bootstrap key, or a first key."""
+    store = await _with_store(settings)
+    try:
+        wanted = os.environ.get("CAPGATE_BOOTSTRAP_KEY", "")
+        balance = parse_money(
+            os.environ.get("CAPGATE_BOOTSTRAP_BALANCE", "") or DEFAULT_BOOTSTRAP_BALANCE
+        )
+        now = SystemClock().now()
+        if wanted:
+            if await store.key_by_hash(hash_secret(wanted)) is None:
+                await store.create_key("bootstrap", hash_secret(wanted), balance, now)
+            return
+        if await store.list_keys():
+            return
+        secret = new_secret()
+        await store.create_key("first", hash_secret(secret), balance, now)
+        print(
+            f"capgate: created the first API key (balance {format_money(balance, 2)}):\n"
+            f"    {secret}\n"
+            "capgate: it is shown only this once; keep it (or create more with"
+            " 'capgate keys create').",
+            flush=True,
+        )
+    finally:
+        await store.close()
+
+
+# --- keys -----------------------------------------------------------------------------
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    balance = parse_money(args.balance)
+    if balance < 0:
+        raise CliError("a balance cannot be negative")
+
+    async def create() -> str:
+        store = await _with_store(settings)
+        try:
+            secret = new_secret()
+            await store.create_key(args.name, hash_secret(secret), balance, SystemClock().now())
+            return secret
+        finally:
+            await store.close()
+
+    print(asyncio.run(create()))
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def listing() -> None:
+        store = await _with_store(settings)
+        try:
+            keys = await store.list_keys()
+        finally:
+            await store.close()
+        print(f"{'id':>4}  {'name':<16} {'hash':<16} {'balance':>12} {'spent':>12}")
+        for key in keys:
+            print(
+                f"{key.id:>4}  {key.name[:16]:<16} {key.key_hash.hex()[:12] + '…':<16}"
+                f" {format_money(key.balance):>12} {format_money(key.spent):>12}"
+            )
+
+    asyncio.run(listing())
+    return 0
+
+
+# --- solve ----------------------------------------------------------------------------
+
+
+def _solve(args: argparse.Namespace) -> int:
+    from capgate.ocr.engine import OcrEngine
+
+    engine = OcrEngine()
+    status = 0
+    for path in args.images:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            print(f"capgate: error: {path}: {exc.strerror}", file=sys.stderr)
+            print("")
+            status = 1
+            continue
+        try:
+            print(engine.read(data).text, flush=True)
+        except ValueError as exc:
+            print(f"capgate: error: {path}: {exc}", file=sys.stderr)
+            print("")
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Settings from a TOML file and CAPGATE_* environment variables.
+
+Precedence, lowest first: the defaults below, the TOML file, the environment, command-line
+flags. Every field of `Settings` is a TOML key of the same name and an environment variable
+`CAPGATE_<NAME>` (upper case); prices are the `[prices]` table and `CAPGATE_PRICE_<TYPE>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from capgate.model import TaskType, parse_money
+
+DEFAULT_PRICES: dict[TaskType, str] = {
+    TaskType.IMAGE_TO_TEXT: "0.001",
+    TaskType.RECAPTCHA_V2: "0.002",
+    TaskType.RECAPTCHA_V2_ENTERPRISE: "0.003",
+    TaskType.RECAPTCHA_V3: "0.002",
+    TaskType.HCAPTCHA: "0.002",
+    TaskType.TURNSTILE: "0.002",
+    TaskType.FUNCAPTCHA: "0.003",
+    TaskType.GEETEST: "0.002",
+}
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything an operator can set; the defaults are the vendors' documented rules."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data: Path = Path("capgate-data")
+    store: str = "sqlite"
+    # Rules from the seed documents.
+    retention_seconds: float = 24 * 3600.0
+    max_polls: int = 120
+    task_deadline_seconds: float = 120.0
+    # Solving.
+    local_solving: bool = True
+    ocr: bool = True
+    ocr_processes: int = 1
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    # Input limits.
+    max_request_bytes: int = 1_000_000
+    max_image_bytes: int = 600_000
+    max_image_pixels: int = 4_000_000
+    # Background work.
+    sweep_interval_seconds: float = 1.0
+    dispatch_idle_seconds: float = 0.5
+    # Lets tests move the server's clock through POST /_test/clock; never in production.
+    test_clock: bool = False
+    log_level: str = "info"
+    prices: dict[TaskType, int] = dataclasses.field(
+        default_factory=lambda: {t: parse_money(p) for t, p in DEFAULT_PRICES.items()}
+    )
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file of the embedded default store."""
+        return self.data / "capgate.db"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "prices"}
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from the file, the environment and explicit overrides."""
+    settings = Settings()
+    env = os.environ if env is None else env
+    if config_file is not None:
+        try:
+            document = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"cannot read config file {config_file}: {exc}") from exc
+        for name, value in document.items():
+            if name == "prices":
+                if not isinstance(value, dict):
+                    raise ValueError("config: [prices] must be a table of task type = price")
+                for type_name, price in value.items():
+                    _set_price(settings, type_name, price, "config file")
+            else:
+                _set(settings, name, value, "config file")
+    for var, value in env.items():
+        if not var.startswith("CAPGATE_"):
+            continue
+        name = var.removeprefix("CAPGATE_").lower()
+        if name.startswith("price_"):
+            _set_price(settings, name.removeprefix("price_"), value, var)
+        elif name in _FIELDS:
+            _set(settings, name, value, var)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            _set(settings, name, value, f"--{name.replace('_', '-')}")
+    return settings
+
+
+def _set(settings: Settings, name: str, value: Any, source: str) -> None:
+    field = _FIELDS.get(name)
+    if field is None:
+        raise ValueError(f"{source}: unknown setting {name!r}")
+    try:
+        setattr(settings, name, _coerce(field.type, value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: bad value {value!r} for {name}: {exc}") from exc
+
+
+def _set_price(settings: Settings, type_name: str, price: Any, source: str) -> None:
+    matches = [t for t in TaskType if t.value.lower() == str(type_name).lower()]
+    if not matches:
+        known = ", ".join(t.value for t in TaskType)
+        raise ValueError(f"{source}: unknown task type {type_name!r} (known: {known})")
+    amount = parse_money(price)
+    if amount < 0:
+        raise ValueError(f"{source}: a price cannot be negative")
+    settings.prices[matches[0]] = amount
+
+
+def _coerce(type_name: Any, value: Any) -> Any:
+    # Field types are strings under `from __future__ import annotations`.
+    kind = str(type_name)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError("expected true or false")
+    if kind == "int":
+        if isinstance(value, bool):
+            raise TypeError("expected an integer")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool):
+            raise TypeError("expected a number")
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        return number
+    if kind == "Path":
+        return Path(str(value))
+    return str(value)

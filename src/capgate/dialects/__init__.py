@@ -1,0 +1,1 @@
+"""Dialects: one module per vendor wire format, parsing requests and rendering answers."""

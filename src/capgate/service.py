@@ -1,0 +1,96 @@
+"""The business rules: authenticate, validate, price, enforce limits, create and read tasks.
+
+This is the only caller of the store from the HTTP side, and it speaks only internal types.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from capgate.clock import Clock
+from capgate.config import Settings
+from capgate.images import check_image
+from capgate.keys import hash_secret
+from capgate.model import CapgateError, ErrorCode, Key, Task, TaskSpec, TaskType
+from capgate.router import Router
+from capgate.store.base import Store
+
+
+class Service:
+    """What a client can ask of capgate, whatever dialect it speaks."""
+
+    def __init__(
+        self,
+        store: Store,
+        router: Router,
+        settings: Settings,
+        clock: Clock,
+        on_created: Callable[[Task], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.settings = settings
+        self.clock = clock
+        self._on_created = on_created
+
+    async def authenticate(self, secret: str) -> Key:
+        """The key a client secret belongs to, or KEY_DOES_NOT_EXIST."""
+        digest = hash_secret(secret)
+        key = await self.store.key_by_hash(digest)
+        # The lookup is by digest; the final comparison is constant-time all the same.
+        if key is None or not hmac.compare_digest(key.key_hash, digest):
+            raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "The API key does not exist")
+        return key
+
+    async def create_task(self, key: Key, spec: TaskSpec, ip: str) -> Task:
+        """Validate, price and durably queue a task; charged only if it succeeds."""
+        if spec.type is TaskType.IMAGE_TO_TEXT:
+            if spec.body is None:
+                raise CapgateError(ErrorCode.ZERO_CAPTCHA_FILESIZE, "The task has no image")
+            check_image(spec.body, self.settings.max_image_bytes, self.settings.max_image_pixels)
+        solver = self.router.choose(spec.type, spec.params)
+        if solver is None:
+            raise CapgateError(
+                ErrorCode.TASK_NOT_SUPPORTED,
+                f"No solver here accepts {spec.type.value} tasks with these parameters",
+            )
+        cost = 0 if solver.free else self.settings.prices[spec.type]
+        if cost > 0 and key.balance < cost:
+            raise CapgateError(ErrorCode.ZERO_BALANCE, "The balance is too low for this task")
+        now = self.clock.now()
+        task = await self.store.create_task(
+            key.id, spec, cost, ip, now, now + self.settings.task_deadline_seconds
+        )
+        if self._on_created is not None:
+            self._on_created(task)
+        return task
+
+    async def get_result(self, key: Key, task_id: int) -> Task:
+        """The key's own task, counting the poll; another key's task is 'not found'."""
+        task = await self.store.poll_task(task_id, key.id)
+        now = self.clock.now()
+        if task is None or now >= task.created_at + self.settings.retention_seconds:
+            raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {task_id} does not exist")
+        if task.polls > self.settings.max_polls:
+            raise CapgateError(
+                ErrorCode.POLL_LIMIT_EXCEEDED,
+                f"Task {task_id} was polled more than {self.settings.max_polls} times;"
+                " its result is no longer available",
+            )
+        if not task.status.is_final and now >= task.deadline_at:
+            # Enforce the deadline on read too, so no client waits on the sweep.
+            await self.store.fail_overdue(now)
+            task = await self.store.get_task(task_id) or task
+        return task
+
+    async def balance(self, key: Key) -> Key:
+        """The key with its current balance."""
+        return await self.store.get_key(key.id) or key
+
+    async def maintain(self) -> None:
+        """One pass of housekeeping: expired leases, missed deadlines, retention."""
+        now = self.clock.now()
+        await self.store.requeue_expired_leases(now, self.settings.max_attempts)
+        await self.store.fail_overdue(now)
+        await self.store.purge(now - self.settings.retention_seconds, 1000)

@@ -1,0 +1,1 @@
+"""Solvers: the ways capgate answers tasks."""

@@ -1,0 +1,91 @@
+"""The local OCR solver: image-to-text captchas read on the CPU in a process pool.
+
+The recognizer is CPU-bound, so it runs in worker processes and the event loop never waits
+on it. Each worker loads the shipped ONNX model once and runs it with one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from capgate.model import ErrorCode, Solution, Task, TaskType
+from capgate.ocr.engine import OcrEngine
+from capgate.solvers.base import SolveError, Solver
+
+_engine: OcrEngine | None = None
+
+
+def _load_engine() -> None:
+    global _engine
+    _engine = OcrEngine(threads=1)
+
+
+def _read(image: bytes) -> tuple[str, float]:
+    if _engine is None:
+        _load_engine()
+    assert _engine is not None
+    result = _engine.read(image)
+    return result.text, result.confidence
+
+
+class OcrSolver(Solver):
+    """Reads image-to-text captchas with the shipped CRNN model."""
+
+    name = "ocr"
+    types = frozenset({TaskType.IMAGE_TO_TEXT})
+
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = max(1, processes)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def accepts(self, task_type: TaskType, params: Mapping[str, Any]) -> bool:
+        return task_type is TaskType.IMAGE_TO_TEXT
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: forking a process that runs an event loop and threads is unsafe.
+        return ProcessPoolExecutor(
+            max_workers=self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_load_engine,
+        )
+
+    async def start(self) -> None:
+        self._pool = self._new_pool()
+        # Warm every worker so the first task does not pay for loading the model.
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _noop) for _ in range(self.processes))
+        )
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def solve(self, task: Task) -> Solution:
+        if task.body is None:
+            raise SolveError(ErrorCode.CAPTCHA_UNSOLVABLE, "The task has no image")
+        if self._pool is None:
+            raise SolveError(ErrorCode.INTERNAL, "The OCR engine is not running", retry=True)
+        loop = asyncio.get_running_loop()
+        try:
+            text, confidence = await loop.run_in_executor(self._pool, _read, task.body)
+        except ValueError as exc:
+            raise SolveError(ErrorCode.CAPTCHA_UNSOLVABLE, f"The image cannot be read: {exc}")
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): start a fresh pool, let the task retry.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            raise SolveError(ErrorCode.INTERNAL, "The OCR worker died", retry=True) from None
+        if not text:
+            raise SolveError(ErrorCode.CAPTCHA_UNSOLVABLE, "No text was found in the image")
+        return Solution(text=text, confidence=confidence)
+
+
+def _noop() -> None:
+    """Runs in each worker once, forcing the initializer to load the model."""

@@ -1,0 +1,23 @@
+"""Stores: where tasks, the queue, leases, keys and balances are kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from capgate.store.base import Store
+from capgate.store.memory import MemoryStore
+from capgate.store.sqlite import SqliteStore
+
+__all__ = ["MemoryStore", "SqliteStore", "Store", "store_from_url"]
+
+
+def store_from_url(url: str, data_dir: Path) -> Store:
+    """Build the store a URL names: 'sqlite' (the default file under the data directory),
+    'sqlite:///path/to/file.db', or 'memory'."""
+    if url in ("", "sqlite"):
+        return SqliteStore(data_dir / "capgate.db")
+    if url.startswith("sqlite:///"):
+        return SqliteStore(Path(url.removeprefix("sqlite:///")))
+    if url == "memory":
+        return MemoryStore()
+    raise ValueError(f"unknown store {url!r}: use 'sqlite', 'sqlite:///PATH' or 'memory'")

@@ -1,0 +1,133 @@
+"""The store interface: durable tasks, the queue, leases, keys and balances.
+
+Every operation that must be atomic is one call, so each implementation can make it one
+transaction (SQLite), one script (Redis) or one uninterrupted step (memory). Time is always
+passed in by the caller, so a test can move it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection
+
+from capgate.model import ErrorCode, Key, Lease, Solution, Task, TaskSpec, TaskType
+
+
+class Store(abc.ABC):
+    """Where capgate keeps everything that must survive a restart."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Prepare the store for use (create files, tables, connections)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what `open` took."""
+
+    # --- keys -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_key(self, name: str, key_hash: bytes, balance: int, now: float) -> Key:
+        """Store a new key by the SHA-256 of its secret; refuse a hash that exists."""
+
+    @abc.abstractmethod
+    async def key_by_hash(self, key_hash: bytes) -> Key | None:
+        """The key whose secret hashes to `key_hash`, if any."""
+
+    @abc.abstractmethod
+    async def get_key(self, key_id: int) -> Key | None:
+        """The key with this id, if any."""
+
+    @abc.abstractmethod
+    async def list_keys(self) -> list[Key]:
+        """Every key, oldest first."""
+
+    @abc.abstractmethod
+    async def add_balance(self, key_id: int, amount: int) -> Key | None:
+        """Add (or with a negative amount, take) money; the key after the change."""
+
+    # --- tasks ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_task(
+        self, key_id: int, spec: TaskSpec, cost: int, ip: str, now: float, deadline_at: float
+    ) -> Task:
+        """Debit `cost` and queue the task in one step.
+
+        Raises CapgateError(ZERO_BALANCE) and stores nothing when the balance is short.
+        """
+
+    @abc.abstractmethod
+    async def get_task(self, task_id: int) -> Task | None:
+        """The task with this id, whoever owns it."""
+
+    @abc.abstractmethod
+    async def poll_task(self, task_id: int, key_id: int) -> Task | None:
+        """Count one result poll of the key's own task and return it; None if not its task."""
+
+    @abc.abstractmethod
+    async def lease(
+        self, types: Collection[TaskType], limit: int, lease_seconds: float, now: float
+    ) -> list[Lease]:
+        """Move up to `limit` queued tasks of these types, oldest first, to running.
+
+        Each gets a fresh lease token and one more attempt (counted now, so a solver that
+        dies mid-task still used an attempt).
+        """
+
+    @abc.abstractmethod
+    async def extend_lease(self, task_id: int, token: str, expires_at: float, now: float) -> bool:
+        """Push a live lease's deadline out; False if the lease is no longer held."""
+
+    @abc.abstractmethod
+    async def complete(
+        self, task_id: int, token: str, solution: Solution, solver: str, now: float
+    ) -> bool:
+        """Mark a leased task ready and charge its key, once.
+
+        False (and nothing changed) when the token does not hold a live lease: a late result
+        from an expired lease is ignored.
+        """
+
+    @abc.abstractmethod
+    async def fail(
+        self,
+        task_id: int,
+        token: str,
+        code: ErrorCode,
+        description: str,
+        solver: str,
+        now: float,
+        *,
+        retry: bool,
+        max_attempts: int,
+    ) -> bool:
+        """End a lease with an error.
+
+        With `retry` and attempts left the task goes back to the queue; otherwise it fails
+        and its cost is refunded. False when the token does not hold a live lease.
+        """
+
+    @abc.abstractmethod
+    async def requeue_expired_leases(self, now: float, max_attempts: int) -> int:
+        """Return tasks whose lease ran out to the queue, or fail them if out of attempts."""
+
+    @abc.abstractmethod
+    async def fail_overdue(self, now: float) -> int:
+        """Fail (and refund) every unfinished task whose deadline has passed."""
+
+    @abc.abstractmethod
+    async def purge(self, created_before: float, limit: int) -> int:
+        """Delete up to `limit` tasks created before the given time."""
+
+    @abc.abstractmethod
+    async def queue_depth(self) -> int:
+        """How many tasks wait in the queue."""
+
+
+def out_of_attempts(attempts: int) -> str:
+    """The description of a task that used up its attempts."""
+    return f"No solver finished the task in {attempts} attempts"
+
+
+def timed_out(deadline_seconds: float) -> str:
+    """The description of a task that passed its deadline unsolved."""
+    return f"No solver finished the task within its {round(deadline_seconds)} s deadline"

@@ -1,0 +1,242 @@
+"""The in-memory reference store: the rules of the store interface in plain Python.
+
+It keeps nothing across restarts; it is the model the durable stores are tested against
+and a store for tests and throwaway servers. Every method runs without awaiting, so each
+call is atomic on the event loop.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection
+
+from capgate.model import (
+    CapgateError,
+    ErrorCode,
+    Key,
+    Lease,
+    Solution,
+    Task,
+    TaskSpec,
+    TaskStatus,
+    TaskType,
+)
+from capgate.store.base import Store, out_of_attempts, timed_out
+
+
+class MemoryStore(Store):
+    """Tasks and keys in dicts."""
+
+    def __init__(self) -> None:
+        self._keys: dict[int, Key] = {}
+        self._key_ids_by_hash: dict[bytes, int] = {}
+        self._tasks: dict[int, Task] = {}
+        self._next_key_id = 1
+        self._next_task_id = 1
+
+    # --- keys -------------------------------------------------------------------------
+
+    async def create_key(self, name: str, key_hash: bytes, balance: int, now: float) -> Key:
+        if key_hash in self._key_ids_by_hash:
+            raise ValueError("a key with this secret exists already")
+        key = Key(self._next_key_id, name, key_hash, balance, 0, now)
+        self._next_key_id += 1
+        self._keys[key.id] = key
+        self._key_ids_by_hash[key_hash] = key.id
+        return _copy_key(key)
+
+    async def key_by_hash(self, key_hash: bytes) -> Key | None:
+        key_id = self._key_ids_by_hash.get(key_hash)
+        return None if key_id is None else _copy_key(self._keys[key_id])
+
+    async def get_key(self, key_id: int) -> Key | None:
+        key = self._keys.get(key_id)
+        return None if key is None else _copy_key(key)
+
+    async def list_keys(self) -> list[Key]:
+        return [_copy_key(k) for k in sorted(self._keys.values(), key=lambda k: k.id)]
+
+    async def add_balance(self, key_id: int, amount: int) -> Key | None:
+        key = self._keys.get(key_id)
+        if key is None:
+            return None
+        key.balance += amount
+        return _copy_key(key)
+
+    # --- tasks ------------------------------------------------------------------------
+
+    async def create_task(
+        self, key_id: int, spec: TaskSpec, cost: int, ip: str, now: float, deadline_at: float
+    ) -> Task:
+        key = self._keys[key_id]
+        if cost > 0 and key.balance < cost:
+            raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
+        key.balance -= cost
+        task = Task(
+            id=self._next_task_id,
+            key_id=key_id,
+            type=spec.type,
+            params=dict(spec.params),
+            body=spec.body,
+            status=TaskStatus.QUEUED,
+            created_at=now,
+            deadline_at=deadline_at,
+            cost=cost,
+            ip=ip,
+        )
+        self._next_task_id += 1
+        self._tasks[task.id] = task
+        return _copy_task(task)
+
+    async def get_task(self, task_id: int) -> Task | None:
+        task = self._tasks.get(task_id)
+        return None if task is None else _copy_task(task)
+
+    async def poll_task(self, task_id: int, key_id: int) -> Task | None:
+        task = self._tasks.get(task_id)
+        if task is None or task.key_id != key_id:
+            return None
+        task.polls += 1
+        return _copy_task(task)
+
+    async def lease(
+        self, types: Collection[TaskType], limit: int, lease_seconds: float, now: float
+    ) -> list[Lease]:
+        leases: list[Lease] = []
+        if limit <= 0:
+            return leases
+        token = secrets.token_hex(8)
+        for task in sorted(self._tasks.values(), key=lambda t: t.id):
+            if task.status is not TaskStatus.QUEUED or task.type not in types:
+                continue
+            task.status = TaskStatus.RUNNING
+            task.attempts += 1
+            task.started_at = task.started_at if task.started_at is not None else now
+            task.lease_token = token
+            task.lease_expires_at = now + lease_seconds
+            leases.append(Lease(_copy_task(task), token, task.lease_expires_at))
+            if len(leases) >= limit:
+                break
+        return leases
+
+    def _held(self, task_id: int, token: str, now: float) -> Task | None:
+        task = self._tasks.get(task_id)
+        if (
+            task is None
+            or task.status is not TaskStatus.RUNNING
+            or task.lease_token != token
+            or task.lease_expires_at is None
+            or task.lease_expires_at <= now
+        ):
+            return None
+        return task
+
+    async def extend_lease(self, task_id: int, token: str, expires_at: float, now: float) -> bool:
+        task = self._held(task_id, token, now)
+        if task is None:
+            return False
+        task.lease_expires_at = max(expires_at, now)
+        return True
+
+    async def complete(
+        self, task_id: int, token: str, solution: Solution, solver: str, now: float
+    ) -> bool:
+        task = self._held(task_id, token, now)
+        if task is None:
+            return False
+        task.status = TaskStatus.READY
+        task.solution = solution
+        task.solver = solver
+        task.finished_at = now
+        task.body = None
+        task.lease_token = None
+        task.lease_expires_at = None
+        self._keys[task.key_id].spent += task.cost
+        return True
+
+    async def fail(
+        self,
+        task_id: int,
+        token: str,
+        code: ErrorCode,
+        description: str,
+        solver: str,
+        now: float,
+        *,
+        retry: bool,
+        max_attempts: int,
+    ) -> bool:
+        task = self._held(task_id, token, now)
+        if task is None:
+            return False
+        task.solver = solver
+        if retry and task.attempts < max_attempts:
+            self._requeue(task)
+        else:
+            self._fail(task, code, description, now)
+        return True
+
+    async def requeue_expired_leases(self, now: float, max_attempts: int) -> int:
+        count = 0
+        for task in self._tasks.values():
+            if (
+                task.status is TaskStatus.RUNNING
+                and task.lease_expires_at is not None
+                and task.lease_expires_at <= now
+            ):
+                count += 1
+                if task.attempts < max_attempts:
+                    self._requeue(task)
+                else:
+                    self._fail(
+                        task, ErrorCode.CAPTCHA_UNSOLVABLE, out_of_attempts(task.attempts), now
+                    )
+        return count
+
+    async def fail_overdue(self, now: float) -> int:
+        count = 0
+        for task in self._tasks.values():
+            if not task.status.is_final and task.deadline_at <= now:
+                self._fail(
+                    task, ErrorCode.TASK_TIMEOUT, timed_out(task.deadline_at - task.created_at), now
+                )
+                count += 1
+        return count
+
+    async def purge(self, created_before: float, limit: int) -> int:
+        doomed = [t.id for t in self._tasks.values() if t.created_at < created_before][:limit]
+        for task_id in doomed:
+            del self._tasks[task_id]
+        return len(doomed)
+
+    async def queue_depth(self) -> int:
+        return sum(1 for t in self._tasks.values() if t.status is TaskStatus.QUEUED)
+
+    # --- transitions ------------------------------------------------------------------
+
+    @staticmethod
+    def _requeue(task: Task) -> None:
+        task.status = TaskStatus.QUEUED
+        task.lease_token = None
+        task.lease_expires_at = None
+
+    def _fail(self, task: Task, code: ErrorCode, description: str, now: float) -> None:
+        task.status = TaskStatus.FAILED
+        task.error_code = code
+        task.error_description = description
+        task.finished_at = now
+        task.body = None
+        task.lease_token = None
+        task.lease_expires_at = None
+        self._keys[task.key_id].balance += task.cost
+
+
+def _copy_task(task: Task) -> Task:
+    # Callers get snapshots, as they would from a real database.
+    copy = Task(**{f: getattr(task, f) for f in task.__struct_fields__})
+    copy.params = dict(task.params)
+    return copy
+
+
+def _copy_key(key: Key) -> Key:
+    return Key(key.id, key.name, key.key_hash, key.balance, key.spent, key.created_at)
