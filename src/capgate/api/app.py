@@ -169,9 +169,8 @@ class App:
         async def create_task(request: Request) -> Response:
             create = dialect.parse_create(request.body)
             key = await service.authenticate(create.client_key)
-            task = await service.create_task(
-                key, dialect.parse_task(create.task), request.client_ip
-            )
+            spec = dialect.parse_task(create.task)
+            task = await service.create_task(key, spec, request.client_ip)
             return Response(dialect.render_created(task))
 
         async def get_task_result(request: Request) -> Response:
@@ -210,16 +209,16 @@ def _json_errors(dialect: ModuleType, handler: Handler) -> Handler:
 
     async def guarded(request: Request) -> Response:
         if request.method != "POST":
-            error = CapgateError(ErrorCode.NO_SUCH_METHOD, f"Use POST for {request.path}")
-            return Response(dialect.render_error(error), status=405)
+            wrong = CapgateError(ErrorCode.NO_SUCH_METHOD, f"Use POST for {request.path}")
+            return Response(dialect.render_error(wrong), status=405)
         try:
             return await handler(request)
         except CapgateError as error:
             return Response(dialect.render_error(error))
         except Exception:
             log.exception("unexpected error on %s", request.path)
-            error = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
-            return Response(dialect.render_error(error))
+            internal = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
+            return Response(dialect.render_error(internal))
 
     return guarded
 

@@ -63,7 +63,9 @@ def _object(body: bytes) -> dict[str, Any]:
     try:
         value = _decoder.decode(body)
     except msgspec.DecodeError as exc:
-        raise CapgateError(ErrorCode.BAD_REQUEST, f"The request body is not valid JSON: {exc}")
+        raise CapgateError(
+            ErrorCode.BAD_REQUEST, f"The request body is not valid JSON: {exc}"
+        ) from None
     if not isinstance(value, dict):
         raise CapgateError(ErrorCode.BAD_REQUEST, "The request body must be a JSON object")
     return value

@@ -76,7 +76,9 @@ class OcrSolver(Solver):
         try:
             text, confidence = await loop.run_in_executor(self._pool, _read, task.body)
         except ValueError as exc:
-            raise SolveError(ErrorCode.CAPTCHA_UNSOLVABLE, f"The image cannot be read: {exc}")
+            raise SolveError(
+                ErrorCode.CAPTCHA_UNSOLVABLE, f"The image cannot be read: {exc}"
+            ) from None
         except BrokenProcessPool:
             # A worker died (killed, out of memory): start a fresh pool, let the task retry.
             self._pool.shutdown(wait=False, cancel_futures=True)
