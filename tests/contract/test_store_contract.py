@@ -1,0 +1,347 @@
+"""One contract for every store: the in-memory reference and SQLite must behave the same."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from capgate.keys import hash_secret
+from capgate.model import (
+    CapgateError,
+    ErrorCode,
+    Key,
+    Solution,
+    TaskSpec,
+    TaskStatus,
+    TaskType,
+)
+from capgate.store import MemoryStore, SqliteStore, Store
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000.0
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 200
+IMAGE = TaskSpec(TaskType.IMAGE_TO_TEXT, {"case": True}, PNG)
+TOKEN_TASK = TaskSpec(TaskType.TURNSTILE, {"websiteKey": "k", "websiteURL": "https://x"})
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    if request.param == "memory":
+        return MemoryStore
+    return lambda: SqliteStore(tmp_path / "capgate.db")
+
+
+@pytest.fixture
+async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
+    store = make_store()
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def new_key(store: Store, balance: int = 10_000, name: str = "k") -> Key:
+    return await store.create_key(name, hash_secret(name), balance, T0)
+
+
+async def balance_of(store: Store, key: Key) -> tuple[int, int]:
+    current = await store.get_key(key.id)
+    assert current is not None
+    return current.balance, current.spent
+
+
+# --- keys -----------------------------------------------------------------------------
+
+
+async def test_keys_are_found_by_hash_only(store: Store) -> None:
+    key = await new_key(store, 5000, "alice")
+    assert (await store.key_by_hash(hash_secret("alice"))) == key
+    assert await store.key_by_hash(hash_secret("bob")) is None
+    assert await store.get_key(key.id + 100) is None
+    with pytest.raises(ValueError, match="exists"):
+        await store.create_key("again", hash_secret("alice"), 0, T0)
+    other = await new_key(store, 0, "bob")
+    assert [k.id for k in await store.list_keys()] == [key.id, other.id]
+
+
+async def test_add_balance(store: Store) -> None:
+    key = await new_key(store, 1000)
+    changed = await store.add_balance(key.id, 500)
+    assert changed is not None and changed.balance == 1500
+    assert await store.add_balance(key.id + 100, 5) is None
+
+
+# --- create ---------------------------------------------------------------------------
+
+
+async def test_create_debits_and_queues(store: Store) -> None:
+    key = await new_key(store, 10_000)
+    task = await store.create_task(key.id, IMAGE, 1000, "1.2.3.4", T0, T0 + 120)
+    assert task.status is TaskStatus.QUEUED
+    assert (task.type, task.params, task.body) == (IMAGE.type, IMAGE.params, IMAGE.body)
+    assert (task.cost, task.ip, task.created_at, task.deadline_at) == (
+        1000,
+        "1.2.3.4",
+        T0,
+        T0 + 120,
+    )
+    assert (task.attempts, task.polls, task.solution, task.error_code) == (0, 0, None, None)
+    assert await balance_of(store, key) == (9000, 0)
+    assert await store.queue_depth() == 1
+    assert await store.get_task(task.id) == task
+
+
+async def test_create_refuses_short_balance_and_stores_nothing(store: Store) -> None:
+    key = await new_key(store, 999)
+    with pytest.raises(CapgateError) as caught:
+        await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    assert caught.value.code is ErrorCode.ZERO_BALANCE
+    assert await balance_of(store, key) == (999, 0)
+    assert await store.queue_depth() == 0
+    assert await store.get_task(1) is None
+
+
+async def test_free_tasks_need_no_balance(store: Store) -> None:
+    key = await new_key(store, 0)
+    task = await store.create_task(key.id, TOKEN_TASK, 0, "ip", T0, T0 + 120)
+    assert task.status is TaskStatus.QUEUED
+    assert await balance_of(store, key) == (0, 0)
+
+
+async def test_task_ids_increase(store: Store) -> None:
+    key = await new_key(store)
+    ids = [(await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 1)).id for _ in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+# --- polls ----------------------------------------------------------------------------
+
+
+async def test_poll_counts_and_hides_other_keys_tasks(store: Store) -> None:
+    alice, bob = await new_key(store, name="alice"), await new_key(store, name="bob")
+    task = await store.create_task(alice.id, IMAGE, 10, "ip", T0, T0 + 120)
+    first = await store.poll_task(task.id, alice.id)
+    second = await store.poll_task(task.id, alice.id)
+    assert first is not None and second is not None
+    assert (first.polls, second.polls) == (1, 2)
+    assert await store.poll_task(task.id, bob.id) is None
+    assert await store.poll_task(task.id + 1, alice.id) is None
+    stored = await store.get_task(task.id)
+    assert stored is not None and stored.polls == 2
+
+
+# --- leases ---------------------------------------------------------------------------
+
+
+async def test_lease_takes_oldest_of_the_asked_types_and_counts_an_attempt(store: Store) -> None:
+    key = await new_key(store)
+    image1 = await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    token = await store.create_task(key.id, TOKEN_TASK, 0, "ip", T0, T0 + 120)
+    image2 = await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    leases = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0 + 1)
+    assert [lease.task.id for lease in leases] == [image1.id]
+    lease = leases[0]
+    assert lease.expires_at == T0 + 31
+    assert lease.task.status is TaskStatus.RUNNING
+    assert (lease.task.attempts, lease.task.started_at) == (1, T0 + 1)
+    assert lease.task.body == PNG
+    more = await store.lease({TaskType.IMAGE_TO_TEXT, TaskType.TURNSTILE}, 10, 30, T0 + 2)
+    assert [x.task.id for x in more] == [token.id, image2.id]
+    assert await store.lease({TaskType.IMAGE_TO_TEXT}, 10, 30, T0 + 3) == []
+    assert await store.lease({TaskType.IMAGE_TO_TEXT}, 0, 30, T0 + 3) == []
+    assert await store.queue_depth() == 0
+
+
+async def test_complete_once_charges_once_and_drops_the_image(store: Store) -> None:
+    key = await new_key(store, 5000)
+    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    solution = Solution(text="AB12", confidence=0.9)
+    assert not await store.complete(task.id, "not-the-token", solution, "ocr", T0 + 1)
+    assert await store.complete(task.id, lease.token, solution, "ocr", T0 + 2)
+    assert not await store.complete(task.id, lease.token, Solution(text="X"), "ocr", T0 + 3)
+    done = await store.get_task(task.id)
+    assert done is not None
+    assert done.status is TaskStatus.READY
+    assert (done.solution, done.solver, done.finished_at) == (solution, "ocr", T0 + 2)
+    assert done.body is None
+    assert await balance_of(store, key) == (4000, 1000)
+
+
+async def test_late_result_from_an_expired_lease_is_ignored(store: Store) -> None:
+    key = await new_key(store, 5000)
+    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    (old,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    # Expired but not yet swept: still refused.
+    assert not await store.complete(task.id, old.token, Solution(text="late"), "ocr", T0 + 30)
+    assert await store.requeue_expired_leases(T0 + 31, max_attempts=3) == 1
+    (new,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0 + 32)
+    assert new.task.attempts == 2
+    assert not await store.complete(task.id, old.token, Solution(text="late"), "ocr", T0 + 33)
+    assert await store.complete(task.id, new.token, Solution(text="ok"), "ocr", T0 + 34)
+    done = await store.get_task(task.id)
+    assert done is not None and done.solution == Solution(text="ok")
+    assert done.attempts == 2
+    assert await balance_of(store, key) == (4000, 1000)
+
+
+async def test_extend_lease(store: Store) -> None:
+    key = await new_key(store)
+    task = await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    assert await store.extend_lease(task.id, lease.token, T0 + 60, T0 + 20)
+    assert await store.requeue_expired_leases(T0 + 45, 3) == 0
+    assert not await store.extend_lease(task.id, "wrong", T0 + 90, T0 + 21)
+    assert not await store.extend_lease(task.id, lease.token, T0 + 90, T0 + 61)
+    assert await store.complete(task.id, lease.token, Solution(text="x"), "ocr", T0 + 59)
+
+
+async def test_retryable_failure_requeues_until_attempts_run_out(store: Store) -> None:
+    key = await new_key(store, 5000)
+    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    for attempt in (1, 2):
+        (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0 + attempt)
+        assert await store.fail(
+            task.id,
+            lease.token,
+            ErrorCode.INTERNAL,
+            "boom",
+            "ocr",
+            T0 + attempt,
+            retry=True,
+            max_attempts=3,
+        )
+        queued = await store.get_task(task.id)
+        assert queued is not None and queued.status is TaskStatus.QUEUED
+    (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0 + 5)
+    assert await store.fail(
+        task.id,
+        lease.token,
+        ErrorCode.INTERNAL,
+        "boom",
+        "ocr",
+        T0 + 5,
+        retry=True,
+        max_attempts=3,
+    )
+    failed = await store.get_task(task.id)
+    assert failed is not None and failed.status is TaskStatus.FAILED
+    assert (failed.attempts, failed.error_code, failed.body) == (3, ErrorCode.INTERNAL, None)
+    assert await balance_of(store, key) == (5000, 0)
+
+
+async def test_final_failure_refunds_once(store: Store) -> None:
+    key = await new_key(store, 5000)
+    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    assert await store.fail(
+        task.id,
+        lease.token,
+        ErrorCode.CAPTCHA_UNSOLVABLE,
+        "no text",
+        "ocr",
+        T0 + 1,
+        retry=False,
+        max_attempts=3,
+    )
+    assert not await store.fail(
+        task.id,
+        lease.token,
+        ErrorCode.CAPTCHA_UNSOLVABLE,
+        "again",
+        "ocr",
+        T0 + 2,
+        retry=False,
+        max_attempts=3,
+    )
+    assert await store.fail_overdue(T0 + 500) == 0
+    assert await store.requeue_expired_leases(T0 + 500, 3) == 0
+    failed = await store.get_task(task.id)
+    assert failed is not None
+    assert (failed.status, failed.error_code) == (TaskStatus.FAILED, ErrorCode.CAPTCHA_UNSOLVABLE)
+    assert (failed.error_description, failed.solver) == ("no text", "ocr")
+    assert await balance_of(store, key) == (5000, 0)
+
+
+async def test_expired_lease_out_of_attempts_fails_and_refunds(store: Store) -> None:
+    key = await new_key(store, 5000)
+    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 1000)
+    for round_ in range(2):
+        start = T0 + round_ * 100
+        assert len(await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, start)) == 1
+        assert await store.requeue_expired_leases(start + 31, max_attempts=2) == 1
+    failed = await store.get_task(task.id)
+    assert failed is not None and failed.status is TaskStatus.FAILED
+    assert failed.error_code is ErrorCode.CAPTCHA_UNSOLVABLE
+    assert await balance_of(store, key) == (5000, 0)
+
+
+async def test_overdue_tasks_time_out_and_are_refunded(store: Store) -> None:
+    key = await new_key(store, 5000)
+    queued = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    running = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    later = await store.create_task(key.id, IMAGE, 1000, "ip", T0 + 60, T0 + 180)
+    await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)  # leases `queued` (the oldest)
+    assert await store.fail_overdue(T0 + 119) == 0
+    assert await store.fail_overdue(T0 + 120) == 2
+    assert await store.fail_overdue(T0 + 121) == 0
+    for task_id in (queued.id, running.id):
+        task = await store.get_task(task_id)
+        assert task is not None
+        assert (task.status, task.error_code) == (TaskStatus.FAILED, ErrorCode.TASK_TIMEOUT)
+        assert task.error_description == "No solver finished the task within its 120 s deadline"
+    still = await store.get_task(later.id)
+    assert still is not None and still.status is TaskStatus.QUEUED
+    assert await balance_of(store, key) == (4000, 0)
+
+
+async def test_purge_deletes_only_old_tasks(store: Store) -> None:
+    key = await new_key(store)
+    old = [await store.create_task(key.id, IMAGE, 1, "ip", T0 + i, T0 + 120) for i in range(3)]
+    new = await store.create_task(key.id, IMAGE, 1, "ip", T0 + 100, T0 + 220)
+    assert await store.purge(T0 + 50, limit=2) == 2
+    assert await store.purge(T0 + 50, limit=2) == 1
+    for task in old:
+        assert await store.get_task(task.id) is None
+    assert await store.get_task(new.id) is not None
+
+
+async def test_money_is_conserved_through_a_mixed_run(store: Store) -> None:
+    key = await new_key(store, 10_000)
+    tasks = [await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120) for _ in range(5)]
+    leases = await store.lease({TaskType.IMAGE_TO_TEXT}, 5, 30, T0)
+    await store.complete(tasks[0].id, leases[0].token, Solution(text="a"), "ocr", T0 + 1)
+    await store.complete(tasks[1].id, leases[1].token, Solution(text="b"), "ocr", T0 + 1)
+    await store.fail(
+        tasks[2].id,
+        leases[2].token,
+        ErrorCode.CAPTCHA_UNSOLVABLE,
+        "x",
+        "ocr",
+        T0 + 1,
+        retry=False,
+        max_attempts=3,
+    )
+    await store.fail_overdue(T0 + 200)
+    assert await balance_of(store, key) == (8000, 2000)
+
+
+async def test_sqlite_keeps_everything_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "capgate.db"
+    store = SqliteStore(path)
+    await store.open()
+    key = await new_key(store, 5000)
+    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    await store.close()
+    reopened = SqliteStore(path)
+    await reopened.open()
+    assert await reopened.get_task(task.id) == task
+    assert await balance_of(reopened, key) == (4000, 0)
+    await reopened.close()

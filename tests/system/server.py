@@ -1,0 +1,134 @@
+"""A real capgate server process on a loopback port, for system tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BOOTSTRAP_KEY = "0123456789abcdef0123456789abcdef"
+
+
+def free_port() -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `capgate ARGS...` as a separate process and capture what it prints."""
+    return subprocess.run(
+        [sys.executable, "-m", "capgate", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+class CapgateServer:
+    """`capgate serve` in its own process, with a test clock the tests can move."""
+
+    def __init__(self, data: Path, **settings: str) -> None:
+        self.data = data
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "CAPGATE_BOOTSTRAP_KEY": BOOTSTRAP_KEY,
+            "CAPGATE_BOOTSTRAP_BALANCE": "10",
+            "CAPGATE_TEST_CLOCK": "1",
+            "CAPGATE_LOG_LEVEL": "warning",
+            **{f"CAPGATE_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.base, timeout=30)
+        self.log = data / "server.log"
+
+    def start(self) -> CapgateServer:
+        """Start the process and wait until /healthz answers."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "capgate", "serve",
+                    "--host", "127.0.0.1", "--port", str(self.port), "--data", str(self.data),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not become ready:\n{self.log.read_text()}")
+
+    def kill9(self) -> None:
+        """SIGKILL the server: no shutdown code runs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        self.process = None
+
+    def stop(self) -> None:
+        """Stop the server the polite way."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+            self.process = None
+        self.http.close()
+
+    def post(self, path: str, payload: Any = None, *, content: bytes | None = None) -> Any:
+        """POST JSON (or raw bytes) and return the decoded JSON answer; asserts HTTP 200."""
+        if content is None:
+            response = self.http.post(path, json=payload)
+        else:
+            response = self.http.post(path, content=content)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        return response.json()
+
+    def advance(self, seconds: float) -> None:
+        """Move the server's clock forward and let its housekeeping run."""
+        response = self.http.post("/_test/clock", json={"advance": seconds})
+        assert response.status_code == 200, response.text
+
+    def db_counts(self) -> tuple[int, int]:
+        """(tasks stored, sum of balances) read straight from the SQLite file."""
+        with sqlite3.connect(self.data / "capgate.db") as db:
+            tasks = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+            money = db.execute("SELECT sum(balance) FROM keys").fetchone()[0]
+        db.close()
+        return int(tasks), int(money or 0)
+
+    def wait_final(self, key: str, task_id: int, timeout: float = 60) -> Any:
+        """Poll getTaskResult until the task is no longer processing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = self.post("/getTaskResult", {"clientKey": key, "taskId": task_id})
+            if answer.get("status") != "processing":
+                return answer
+            time.sleep(0.05)
+        raise AssertionError(f"task {task_id} still processing after {timeout} s")

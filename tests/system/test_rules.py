@@ -1,0 +1,117 @@
+"""The seed documents' rules, enforced by a real server: statuses, deadline, retention,
+poll limit, money and tenant isolation. Time moves by the test clock, never by sleeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.system.conftest import ServerFactory, captchas, image_task
+from tests.system.server import BOOTSTRAP_KEY, CapgateServer, run_cli
+
+pytestmark = pytest.mark.system
+
+
+def create_image_task(server: CapgateServer, key: str = BOOTSTRAP_KEY) -> int:
+    body, _ = captchas(seed=77, n=1)[0]
+    answer = server.post("/createTask", {"clientKey": key, "task": image_task(body)})
+    assert answer["errorId"] == 0, answer
+    task_id: int = answer["taskId"]
+    return task_id
+
+
+def result(server: CapgateServer, task_id: int, key: str = BOOTSTRAP_KEY) -> dict[str, object]:
+    answer: dict[str, object] = server.post("/getTaskResult", {"clientKey": key, "taskId": task_id})
+    return answer
+
+
+def new_key(server: CapgateServer, balance: str) -> str:
+    done = run_cli("keys", "create", "--balance", balance, "--data", str(server.data))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_waiting_is_exactly_processing(idle_server: CapgateServer) -> None:
+    task_id = create_image_task(idle_server)
+    assert result(idle_server, task_id) == {"errorId": 0, "status": "processing"}
+
+
+def test_a_task_nobody_solves_times_out_and_is_refunded(idle_server: CapgateServer) -> None:
+    task_id = create_image_task(idle_server)
+    _, money_before = idle_server.db_counts()
+    assert idle_server.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})["balance"] == 9.999
+    idle_server.advance(119)
+    assert result(idle_server, task_id)["status"] == "processing"
+    idle_server.advance(2)
+    answer = result(idle_server, task_id)
+    assert answer == {
+        "errorId": 12,
+        "errorCode": "ERROR_CAPTCHA_UNSOLVABLE",
+        "errorDescription": "No solver finished the task within its 120 s deadline",
+    }
+    assert idle_server.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})["balance"] == 10.0
+    assert idle_server.db_counts()[1] == money_before + 1000
+
+
+def test_the_deadline_is_configurable(start_server: ServerFactory) -> None:
+    server = start_server(local_solving="false", task_deadline_seconds="10")
+    task_id = create_image_task(server)
+    server.advance(11)
+    assert result(server, task_id)["errorCode"] == "ERROR_CAPTCHA_UNSOLVABLE"
+
+
+def test_results_are_kept_24_hours_after_creation(server: CapgateServer) -> None:
+    task_id = create_image_task(server)
+    ready = server.wait_final(BOOTSTRAP_KEY, task_id)
+    assert ready["status"] == "ready"
+    server.advance(24 * 3600 - 60)
+    assert result(server, task_id) == ready
+    server.advance(61)
+    answer = result(server, task_id)
+    assert answer["errorId"] == 16
+    assert answer["errorCode"] == "ERROR_NO_SUCH_CAPCHA_ID"
+    # The sweep deletes it from the store too.
+    assert server.db_counts()[0] == 0
+
+
+def test_at_most_120_polls_per_task(idle_server: CapgateServer) -> None:
+    task_id = create_image_task(idle_server)
+    for _ in range(120):
+        assert result(idle_server, task_id)["status"] == "processing"
+    answer = result(idle_server, task_id)
+    assert answer["errorId"] == 16
+    assert "polled more than 120 times" in str(answer["errorDescription"])
+
+
+def test_zero_balance_refuses_before_anything_is_queued(idle_server: CapgateServer) -> None:
+    broke = new_key(idle_server, "0")
+    before = idle_server.db_counts()
+    body, _ = captchas(seed=1, n=1)[0]
+    answer = idle_server.post("/createTask", {"clientKey": broke, "task": image_task(body)})
+    assert answer["errorId"] == 10
+    assert answer["errorCode"] == "ERROR_ZERO_BALANCE"
+    assert answer["errorDescription"]
+    assert idle_server.db_counts() == before
+
+
+def test_another_keys_task_is_not_found(idle_server: CapgateServer) -> None:
+    other = new_key(idle_server, "1")
+    task_id = create_image_task(idle_server)
+    answer = result(idle_server, task_id, key=other)
+    assert answer["errorId"] == 16
+    assert answer["errorCode"] == "ERROR_NO_SUCH_CAPCHA_ID"
+    assert "status" not in answer
+    # The owner's view is untouched by the stranger's poll.
+    assert result(idle_server, task_id)["status"] == "processing"
+
+
+def test_keys_created_by_the_cli_work_and_are_listed(idle_server: CapgateServer) -> None:
+    secret = new_key(idle_server, "2.5")
+    assert len(secret) == 32
+    answer = idle_server.post("/getBalance", {"clientKey": secret})
+    assert answer == {"errorId": 0, "balance": 2.5}
+    create_image_task(idle_server, key=secret)
+    listing = run_cli("keys", "list", "--data", str(idle_server.data))
+    assert listing.returncode == 0, listing.stderr
+    assert secret not in listing.stdout
+    assert BOOTSTRAP_KEY not in listing.stdout
+    assert "2.49900" in listing.stdout

@@ -1,0 +1,69 @@
+"""Settings: defaults, the TOML file, the environment and flags, in that order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from capgate.config import load_settings
+from capgate.model import TaskType, format_money, parse_money
+
+
+def test_defaults_are_the_seed_rules() -> None:
+    settings = load_settings(env={})
+    assert settings.retention_seconds == 86400
+    assert settings.max_polls == 120
+    assert settings.task_deadline_seconds == 120
+    assert settings.prices[TaskType.IMAGE_TO_TEXT] == 1000
+    assert settings.max_request_bytes == 1_000_000
+    assert settings.max_image_bytes == 600_000
+
+
+def test_precedence_file_env_flags(tmp_path: Path) -> None:
+    config = tmp_path / "capgate.toml"
+    config.write_text(
+        'port = 9000\nmax_polls = 50\nlocal_solving = false\n[prices]\nImageToText = "0.002"\n'
+    )
+    env = {"CAPGATE_MAX_POLLS": "60", "CAPGATE_PRICE_TURNSTILE": "0.0005", "OTHER": "x"}
+    settings = load_settings(config, env=env, overrides={"port": 9100, "host": None})
+    assert settings.port == 9100
+    assert settings.host == "127.0.0.1"
+    assert settings.max_polls == 60
+    assert settings.local_solving is False
+    assert settings.prices[TaskType.IMAGE_TO_TEXT] == 2000
+    assert settings.prices[TaskType.TURNSTILE] == 500
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CAPGATE_MAX_POLLS": "many"}, "CAPGATE_MAX_POLLS"),
+        ({"CAPGATE_LOCAL_SOLVING": "perhaps"}, "expected true or false"),
+        ({"CAPGATE_PRICE_MINDREADING": "1"}, "unknown task type"),
+        ({"CAPGATE_PRICE_IMAGETOTEXT": "-1"}, "negative"),
+        ({"CAPGATE_TASK_DEADLINE_SECONDS": "nan"}, "finite"),
+    ],
+)
+def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_settings(env=env)
+
+
+def test_unknown_file_setting_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("colour = 'blue'\n")
+    with pytest.raises(ValueError, match="unknown setting 'colour'"):
+        load_settings(config, env={})
+
+
+def test_money_round_trips() -> None:
+    assert parse_money("0.001") == 1000
+    assert parse_money(0.00013) == 130
+    assert format_money(1000) == "0.00100"
+    assert format_money(2990) == "0.00299"
+    assert format_money(0) == "0.00000"
+    assert format_money(10_000_000, 2) == "10.00"
+    assert format_money(-1500) == "-0.00150"
+    with pytest.raises(ValueError):
+        parse_money("lots")
