@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from types import ModuleType
 
 import msgspec
 
@@ -25,6 +24,7 @@ from capgate.api.http import (
 from capgate.clock import Clock, OffsetClock
 from capgate.config import Settings
 from capgate.dialects import anticaptcha
+from capgate.dialects.base import JsonDialect
 from capgate.dispatch import Dispatcher
 from capgate.model import CapgateError, ErrorCode
 from capgate.router import Router
@@ -163,7 +163,7 @@ class App:
 
     # --- routes -----------------------------------------------------------------------
 
-    def _mount_json_dialect(self, prefix: str, dialect: ModuleType) -> None:
+    def _mount_json_dialect(self, prefix: str, dialect: JsonDialect) -> None:
         service = self.service
 
         async def create_task(request: Request) -> Response:
@@ -204,7 +204,7 @@ class App:
         return Response(msgspec.json.encode({"now": now}))
 
 
-def _json_errors(dialect: ModuleType, handler: Handler) -> Handler:
+def _json_errors(dialect: JsonDialect, handler: Handler) -> Handler:
     """Answer every failure in the dialect's own error shape, never with a stack trace."""
 
     async def guarded(request: Request) -> Response:

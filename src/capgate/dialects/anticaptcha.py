@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from capgate.dialects.base import CreateRequest
 from capgate.dialects.tasknames import task_type_for
 from capgate.model import (
     CapgateError,
@@ -46,13 +47,6 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.TASK_NOT_SUPPORTED: (23, "ERROR_TASK_NOT_SUPPORTED"),
     ErrorCode.BAD_REQUEST: (110, "ERROR_BAD_PARAMETERS"),
 }
-
-
-class CreateRequest(msgspec.Struct, frozen=True):
-    """A parsed createTask request: the key and the task object, not yet validated."""
-
-    client_key: str
-    task: dict[str, Any]
 
 
 _decoder = msgspec.json.Decoder()
