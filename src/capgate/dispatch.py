@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from capgate.clock import Clock
 from capgate.config import Settings
@@ -31,6 +32,7 @@ class Dispatcher:
         router: Router,
         settings: Settings,
         clock: Clock,
+        on_finished: Callable[[int], None] | None = None,
         capacity: int = 16,
     ) -> None:
         self.store = store
@@ -38,6 +40,7 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.capacity = capacity
+        self._on_finished = on_finished
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -90,6 +93,8 @@ class Dispatcher:
         except Exception:
             # The lease stays held and expires; the sweep then requeues the task.
             log.exception("task %d: could not record the outcome", lease.task.id)
+        if self._on_finished is not None:
+            self._on_finished(lease.task.id)
 
     async def _run(self, lease: Lease) -> None:
         task = lease.task

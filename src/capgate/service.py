@@ -6,9 +6,11 @@ This is the only caller of the store from the HTTP side, and it speaks only inte
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable
 
 from capgate.clock import Clock
+from capgate.completions import Completions
 from capgate.config import Settings
 from capgate.images import check_image
 from capgate.keys import hash_secret
@@ -33,6 +35,7 @@ class Service:
         self.settings = settings
         self.clock = clock
         self._on_created = on_created
+        self.completions = Completions()
 
     async def authenticate(self, secret: str) -> Key:
         """The key a client secret belongs to, or KEY_DOES_NOT_EXIST."""
@@ -82,6 +85,18 @@ class Service:
             # Enforce the deadline on read too, so no client waits on the sweep.
             await self.store.fail_overdue(now)
             task = await self.store.get_task(task_id) or task
+        return task
+
+    async def wait_until_final(self, task: Task, seconds: float) -> Task:
+        """The task once it is ready or failed, or as it stands after `seconds`."""
+        deadline = time.monotonic() + seconds
+        while not task.status.is_final:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # Re-read at least twice a second: the task may finish on another node.
+            await self.completions.wait(task.id, min(remaining, 0.5))
+            task = await self.store.get_task(task.id) or task
         return task
 
     async def balance(self, key: Key) -> Key:

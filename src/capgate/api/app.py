@@ -82,7 +82,13 @@ class App:
         if self.settings.local_solving:
             for solver in self.solvers:
                 await solver.start()
-            self.dispatcher = Dispatcher(self.store, self.router, self.settings, self.clock)
+            self.dispatcher = Dispatcher(
+                self.store,
+                self.router,
+                self.settings,
+                self.clock,
+                on_finished=self.service.completions.finished,
+            )
             self.dispatcher.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="capgate-sweep")
 

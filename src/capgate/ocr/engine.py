@@ -1,0 +1,138 @@
+"""The OCR engine: a small CRNN exported to ONNX, run by onnxruntime on the CPU.
+
+Everything the engine needs ships inside the package (`model.onnx` and `model.json`); nothing
+is downloaded. The same `preprocess` function feeds training and serving, so the model
+always sees images prepared the way it learned them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+MODEL_DIR = Path(__file__).parent
+DEFAULT_MODEL = MODEL_DIR / "model.onnx"
+
+
+@dataclass(frozen=True)
+class OcrResult:
+    """The text read from an image and how sure the model is of it."""
+
+    text: str
+    # The product of each emitted character's best probability along the greedy CTC path:
+    # 1.0 when the model is certain of every character, lower with every doubt.
+    confidence: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the engine needs to know about a model: its input size and its alphabet."""
+
+    height: int
+    width: int
+    charset: str  # Output class i + 1 is charset[i]; class 0 is the CTC blank.
+
+    @classmethod
+    def load(cls, path: Path) -> ModelSpec:
+        """Read the JSON that sits beside a model file."""
+        data = json.loads(path.read_text())
+        return cls(int(data["height"]), int(data["width"]), str(data["charset"]))
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Decode image bytes (PNG, JPEG, GIF, WEBP), or raise ValueError with a readable reason."""
+    try:
+        image: Image.Image = Image.open(io.BytesIO(data), formats=("PNG", "JPEG", "GIF", "WEBP"))
+        if getattr(image, "n_frames", 1) > 1:
+            image = next(iter(ImageSequence.Iterator(image)))
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not a readable PNG, JPEG, GIF or WEBP image ({exc})") from None
+    return image
+
+
+def preprocess(image: Image.Image, height: int, width: int) -> npt.NDArray[np.float32]:
+    """Grayscale, resized to the model's input, standardized per image: shape (1, H, W)."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent captchas are drawn for a light page: put them on white.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    gray = image.convert("L").resize((width, height), Image.Resampling.BILINEAR)
+    pixels: npt.NDArray[np.float32] = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
+    standardized: npt.NDArray[np.float32] = (pixels - pixels.mean()) / (pixels.std() + 1e-3)
+    return standardized[None, :, :]
+
+
+def decode(logits: npt.NDArray[np.float32], charset: str, allowed: str | None = None) -> OcrResult:
+    """Greedy CTC decoding of one (T, classes) logit matrix.
+
+    `allowed` limits the answer to those characters by masking the others before the
+    argmax, so the decoder picks the best allowed reading rather than filtering its output.
+    """
+    if allowed is not None:
+        mask = np.full(logits.shape[-1], -np.inf, dtype=np.float32)
+        mask[0] = 0.0
+        for i, char in enumerate(charset):
+            if char in allowed:
+                mask[i + 1] = 0.0
+        logits = logits + mask
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    best = probs.argmax(axis=-1)
+    best_p = probs.max(axis=-1)
+    chars: list[str] = []
+    confidence = 1.0
+    previous = 0
+    run_p = 0.0
+    for cls, p in zip(best.tolist(), best_p.tolist(), strict=True):
+        if cls != previous:
+            if previous != 0:
+                confidence *= run_p
+            if cls != 0:
+                chars.append(charset[cls - 1])
+            run_p = p
+        else:
+            run_p = max(run_p, p)
+        previous = cls
+    if previous != 0:
+        confidence *= run_p
+    return OcrResult("".join(chars), confidence if chars else 0.0)
+
+
+class OcrEngine:
+    """Reads captcha images with the shipped model (or another one given by path)."""
+
+    def __init__(self, model_path: Path | None = None, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        path = model_path or DEFAULT_MODEL
+        self.spec = ModelSpec.load(path.with_suffix(".json"))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def read(self, image: bytes, allowed: str | None = None) -> OcrResult:
+        """Read one image given as file bytes."""
+        return self.read_batch([image], allowed)[0]
+
+    def read_batch(self, images: Sequence[bytes], allowed: str | None = None) -> list[OcrResult]:
+        """Read several images in one run of the model."""
+        if not images:
+            return []
+        spec = self.spec
+        batch = np.stack([preprocess(open_image(b), spec.height, spec.width) for b in images])
+        (logits,) = self._session.run(None, {self._input: batch})
+        return [decode(row, spec.charset, allowed) for row in logits]

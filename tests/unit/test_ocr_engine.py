@@ -1,0 +1,68 @@
+"""The shipped OCR model, read through the real engine on freshly generated captchas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from capgate.ocr import synth
+from capgate.ocr.engine import DEFAULT_MODEL, OcrEngine, decode
+
+
+@pytest.fixture(scope="module")
+def engine() -> OcrEngine:
+    return OcrEngine()
+
+
+def test_the_model_ships_inside_the_package_and_is_small() -> None:
+    assert DEFAULT_MODEL.is_file()
+    assert DEFAULT_MODEL.stat().st_size <= 5_000_000
+
+
+def test_reads_most_digit_uppercase_captchas(engine: OcrEngine) -> None:
+    samples = synth.generate(31_337, 200, synth.CHARSET_B, 4, 4)
+    results = engine.read_batch([png for png, _ in samples])
+    right = [r.text == label for r, (_, label) in zip(results, samples, strict=True)]
+    assert sum(right) >= 160, f"only {sum(right)} of 200 read exactly"
+    confidences = [r.confidence for r in results]
+    assert all(0.0 <= c <= 1.0 for c in confidences)
+    wrong_conf = [c for c, ok in zip(confidences, right, strict=True) if not ok]
+    right_conf = [c for c, ok in zip(confidences, right, strict=True) if ok]
+    if wrong_conf:
+        assert np.mean(right_conf) > np.mean(wrong_conf)
+
+
+def test_single_and_batch_reads_agree(engine: OcrEngine) -> None:
+    samples = synth.generate(8, 6, synth.CHARSET_A, 4, 6)
+    batch = engine.read_batch([png for png, _ in samples])
+    single = [engine.read(png) for png, _ in samples]
+    assert [r.text for r in batch] == [r.text for r in single]
+    assert [r.confidence for r in batch] == pytest.approx([r.confidence for r in single])
+
+
+@pytest.mark.parametrize("junk", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 64])
+def test_unreadable_bytes_raise_value_error(engine: OcrEngine, junk: bytes) -> None:
+    with pytest.raises(ValueError, match="not a readable"):
+        engine.read(junk)
+
+
+def test_synth_is_reproducible() -> None:
+    first = synth.generate(5, 3, synth.CHARSET_B, 4, 4)
+    assert synth.generate(5, 3, synth.CHARSET_B, 4, 4) == first
+    other = synth.generate(6, 3, synth.CHARSET_B, 4, 4)
+    assert [png for png, _ in other] != [png for png, _ in first]
+    assert all(len(label) == 4 and set(label) <= set(synth.CHARSET_B) for _, label in first)
+
+
+def test_greedy_ctc_decoding_collapses_repeats_and_blanks() -> None:
+    charset = "AB"
+    # Frames: A, A, blank, A, B, B -> "AAB"
+    frames = [1, 1, 0, 1, 2, 2]
+    logits = np.full((len(frames), 3), -10.0, dtype=np.float32)
+    for t, cls in enumerate(frames):
+        logits[t, cls] = 10.0
+    result = decode(logits, charset)
+    assert result.text == "AAB"
+    assert result.confidence == pytest.approx(1.0, abs=1e-6)
+    # Constraining to "B" picks the best allowed reading instead of filtering.
+    assert decode(logits, charset, allowed="B").text == "B"

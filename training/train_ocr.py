@@ -1,0 +1,247 @@
+"""Train the shipped OCR model: a small CRNN with CTC, on captchas made by `captcha`.
+
+Reproducible: every image comes from `capgate.ocr.synth` with fixed seeds (training seeds
+start at 1_000_000, far from the seeds tests and benchmarks use), and torch is seeded.
+
+    .venv/bin/pip install -e '.[train]'
+    .venv/bin/python training/train_ocr.py --train-images 200000 --epochs 12
+
+writes training/out/model.onnx and model.json; --install copies them into the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from capgate.ocr import synth
+from capgate.ocr.engine import MODEL_DIR, OcrEngine, preprocess
+
+HEIGHT, WIDTH = 32, 112
+CHARSET = synth.CHARSET_A  # 62 classes + blank: a later fine-tune keeps the output layer.
+TRAIN_SEED = 1_000_000
+EVAL_SEED = 900_000
+SHARE_B = 0.7  # Share of 4-character digit+uppercase captchas; the rest are set A style.
+
+
+class CRNN(nn.Module):
+    """Conv feature extractor down to height 1, a bidirectional GRU, a linear classifier."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *block(1, 32),
+            nn.MaxPool2d(2),  # 16 x 56
+            *block(32, 64),
+            nn.MaxPool2d(2),  # 8 x 28
+            *block(64, 96),
+            nn.MaxPool2d((2, 1)),  # 4 x 28
+            *block(96, 128),
+            nn.MaxPool2d((2, 1)),  # 2 x 28
+        )
+        self.rnn = nn.GRU(128 * 2, 128, bidirectional=True, batch_first=True)
+        self.classifier = nn.Linear(256, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)  # N, C, 2, T
+        n, c, h, t = f.shape
+        f = f.permute(0, 3, 1, 2).reshape(n, t, c * h)
+        out, _ = self.rnn(f)
+        return self.classifier(out)  # N, T, classes
+
+
+def _render_chunk(args: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+    """Render `count` training captchas from one seed as uint8 model-sized grayscale."""
+    seed, count = args
+    from captcha.image import ImageCaptcha
+
+    rng = random.Random(seed)
+    generator = ImageCaptcha(width=160, height=60)
+    images = np.empty((count, HEIGHT, WIDTH), dtype=np.uint8)
+    labels = []
+    with synth._seeded(rng):
+        for i in range(count):
+            if rng.random() < SHARE_B:
+                label = synth.random_label(rng, synth.CHARSET_B, 4, 4)
+            else:
+                label = synth.random_label(rng, synth.CHARSET_A, 4, 6)
+            image: Image.Image = generator.generate_image(label)
+            gray = image.convert("L").resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR)
+            images[i] = np.asarray(gray)
+            labels.append(label)
+    return images, labels
+
+
+def render(seed: int, count: int, processes: int) -> tuple[np.ndarray, list[str]]:
+    chunk = 2000
+    jobs = [(seed + i, min(chunk, count - i * chunk)) for i in range((count + chunk - 1) // chunk)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = pool.map(_render_chunk, jobs)
+    return np.concatenate([p[0] for p in parts]), [label for p in parts for label in p[1]]
+
+
+def standardize(batch: torch.Tensor) -> torch.Tensor:
+    """The same per-image standardization as capgate.ocr.engine.preprocess."""
+    x = batch.float() / 255.0
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    std = x.std(dim=(1, 2), keepdim=True, unbiased=False)
+    return ((x - mean) / (std + 1e-3)).unsqueeze(1)
+
+
+def greedy(logits: torch.Tensor) -> list[str]:
+    out = []
+    for row in logits.argmax(-1).tolist():
+        chars, prev = [], 0
+        for c in row:
+            if c != prev and c != 0:
+                chars.append(CHARSET[c - 1])
+            prev = c
+        out.append("".join(chars))
+    return out
+
+
+def evaluate(model: CRNN, images: np.ndarray, labels: list[str]) -> float:
+    model.eval()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(labels), 500):
+            guesses = greedy(model(standardize(torch.from_numpy(images[i : i + 500]))))
+            right += sum(g == t for g, t in zip(guesses, labels[i : i + 500], strict=True))
+    model.train()
+    return right / len(labels)
+
+
+def export(model: CRNN, out: Path, meta: dict[str, object]) -> None:
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, 1, HEIGHT, WIDTH)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(out / "model.onnx"),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    (out / "model.json").write_text(
+        json.dumps({"height": HEIGHT, "width": WIDTH, "charset": CHARSET, **meta}, indent=2) + "\n"
+    )
+
+
+def check_exported(out: Path) -> None:
+    """Read fresh PNG captchas through the real engine, as the server will."""
+    engine = OcrEngine(out / "model.onnx")
+    for name, charset, lo, hi in (("B", synth.CHARSET_B, 4, 4), ("A", synth.CHARSET_A, 4, 6)):
+        samples = synth.generate(EVAL_SEED + 7, 500, charset, lo, hi)
+        results = engine.read_batch([png for png, _ in samples])
+        exact = sum(r.text == t for r, (_, t) in zip(results, samples, strict=True)) / 500
+        nocase = (
+            sum(r.text.lower() == t.lower() for r, (_, t) in zip(results, samples, strict=True))
+            / 500
+        )
+        print(f"engine check set {name}: exact {exact:.3f}, case-insensitive {nocase:.3f}")
+    assert preprocess  # The engine's preprocess is what standardize() mirrors.
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train-images", type=int, default=200_000)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--render-processes", type=int, default=2)
+    parser.add_argument("--max-minutes", type=float, default=60.0)
+    parser.add_argument("--out", type=Path, default=Path("training/out"))
+    parser.add_argument("--install", action="store_true", help="copy the model into the package")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    images, labels = render(TRAIN_SEED, args.train_images, args.render_processes)
+    eval_b = render(EVAL_SEED, 1000, args.render_processes)
+    print(f"rendered {len(labels)} training images in {time.time() - started:.0f} s", flush=True)
+
+    targets = [torch.tensor([CHARSET.index(c) + 1 for c in t]) for t in labels]
+    model = CRNN(len(CHARSET) + 1)
+    steps_per_epoch = len(labels) // args.batch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=steps_per_epoch * args.epochs, pct_start=0.15
+    )
+    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    generator = torch.Generator().manual_seed(0)
+    deadline = started + args.max_minutes * 60
+    epoch = 0
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        total = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * args.batch : (step + 1) * args.batch]
+            x = standardize(torch.from_numpy(images[idx.numpy()]))
+            ys = [targets[i] for i in idx.tolist()]
+            logits = model(x).log_softmax(-1).permute(1, 0, 2)  # T, N, C
+            loss = ctc(
+                logits,
+                torch.cat(ys),
+                torch.full((len(ys),), logits.shape[0], dtype=torch.long),
+                torch.tensor([len(y) for y in ys]),
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            schedule.step()
+            total += loss.item()
+            if step % 500 == 0:
+                print(
+                    f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss.item():.3f}",
+                    flush=True,
+                )
+        accuracy = evaluate(model, *eval_b)
+        print(
+            f"epoch {epoch}: mean loss {total / steps_per_epoch:.4f}, mixed eval exact"
+            f" {accuracy:.3f}, {time.time() - started:.0f} s",
+            flush=True,
+        )
+        if time.time() > deadline:
+            print("time budget reached", flush=True)
+            break
+
+    meta = {
+        "trained": {
+            "train_images": len(labels),
+            "epochs": epoch + 1,
+            "seed": TRAIN_SEED,
+            "share_set_b": SHARE_B,
+            "minutes": round((time.time() - started) / 60, 1),
+        }
+    }
+    export(model, args.out, meta)
+    check_exported(args.out)
+    if args.install:
+        for name in ("model.onnx", "model.json"):
+            shutil.copy(args.out / name, MODEL_DIR / name)
+        print(f"installed into {MODEL_DIR}")
+
+
+if __name__ == "__main__":
+    main()
