@@ -50,6 +50,8 @@ class Settings:
     max_request_bytes: int = 1_000_000
     max_image_bytes: int = 600_000
     max_image_pixels: int = 4_000_000
+    # How long a dialect that answers inside createTask (CapSolver images) waits for it.
+    sync_wait_seconds: float = 10.0
     # Background work.
     sweep_interval_seconds: float = 1.0
     dispatch_idle_seconds: float = 0.5

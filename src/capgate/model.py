@@ -60,6 +60,7 @@ class ErrorCode(enum.StrEnum):
     IMAGE_TYPE_NOT_SUPPORTED = "IMAGE_TYPE_NOT_SUPPORTED"
     TASK_NOT_FOUND = "TASK_NOT_FOUND"
     POLL_LIMIT_EXCEEDED = "POLL_LIMIT_EXCEEDED"
+    NOT_REPORTABLE = "NOT_REPORTABLE"
     CAPTCHA_UNSOLVABLE = "CAPTCHA_UNSOLVABLE"
     TASK_TIMEOUT = "TASK_TIMEOUT"
     NO_SUCH_METHOD = "NO_SUCH_METHOD"
@@ -116,6 +117,8 @@ class Task(msgspec.Struct):
     error_description: str | None = None
     lease_token: str | None = None
     lease_expires_at: float | None = None
+    # The client's verdict on a ready answer: True correct, False incorrect (refunded).
+    verdict: bool | None = None
 
 
 class Key(msgspec.Struct):

@@ -14,7 +14,7 @@ from capgate.completions import Completions
 from capgate.config import Settings
 from capgate.images import check_image
 from capgate.keys import hash_secret
-from capgate.model import CapgateError, ErrorCode, Key, Task, TaskSpec, TaskType
+from capgate.model import CapgateError, ErrorCode, Key, Task, TaskSpec, TaskStatus, TaskType
 from capgate.router import Router
 from capgate.store.base import Store
 
@@ -85,6 +85,17 @@ class Service:
             # Enforce the deadline on read too, so no client waits on the sweep.
             await self.store.fail_overdue(now)
             task = await self.store.get_task(task_id) or task
+        return task
+
+    async def report(self, key: Key, task_id: int, correct: bool) -> Task:
+        """Take the key's verdict on its solved task; an incorrect answer is refunded once."""
+        task = await self.store.report(task_id, key.id, correct)
+        if task is None or self.clock.now() >= task.created_at + self.settings.retention_seconds:
+            raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {task_id} does not exist")
+        if task.status is not TaskStatus.READY:
+            raise CapgateError(
+                ErrorCode.NOT_REPORTABLE, f"Task {task_id} has no answer to report on"
+            )
         return task
 
     async def wait_until_final(self, task: Task, seconds: float) -> Task:

@@ -345,3 +345,35 @@ async def test_sqlite_keeps_everything_across_reopen(tmp_path: Path) -> None:
     assert await reopened.get_task(task.id) == task
     assert await balance_of(reopened, key) == (4000, 0)
     await reopened.close()
+
+
+async def test_an_incorrect_report_refunds_once_and_the_first_verdict_stands(
+    store: Store,
+) -> None:
+    alice, bob = await new_key(store, 5000, "alice"), await new_key(store, 5000, "bob")
+    task = await store.create_task(alice.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    reported = await store.report(task.id, alice.id, correct=False)
+    assert reported is not None and reported.verdict is None  # Not ready: nothing changes.
+    (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    await store.complete(task.id, lease.token, Solution(text="x"), "ocr", T0 + 1)
+    assert await balance_of(store, alice) == (4000, 1000)
+    assert await store.report(task.id, bob.id, correct=False) is None
+    assert await balance_of(store, alice) == (4000, 1000)
+    reported = await store.report(task.id, alice.id, correct=False)
+    assert reported is not None and reported.verdict is False
+    assert await balance_of(store, alice) == (5000, 0)
+    again = await store.report(task.id, alice.id, correct=False)
+    assert again is not None and again.verdict is False
+    changed_mind = await store.report(task.id, alice.id, correct=True)
+    assert changed_mind is not None and changed_mind.verdict is False
+    assert await balance_of(store, alice) == (5000, 0)
+
+
+async def test_a_correct_report_keeps_the_charge(store: Store) -> None:
+    key = await new_key(store, 5000)
+    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    await store.complete(task.id, lease.token, Solution(text="x"), "ocr", T0 + 1)
+    reported = await store.report(task.id, key.id, correct=True)
+    assert reported is not None and reported.verdict is True
+    assert await balance_of(store, key) == (4000, 1000)

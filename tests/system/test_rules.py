@@ -115,3 +115,26 @@ def test_keys_created_by_the_cli_work_and_are_listed(idle_server: CapgateServer)
     assert secret not in listing.stdout
     assert BOOTSTRAP_KEY not in listing.stdout
     assert "2.49900" in listing.stdout
+
+
+def test_report_incorrect_refunds_once(server: CapgateServer) -> None:
+    task_id = create_image_task(server)
+    assert server.wait_final(BOOTSTRAP_KEY, task_id)["status"] == "ready"
+    balance = server.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})["balance"]
+    assert balance == 9.999
+    stranger = new_key(server, "1")
+    answer = server.post("/reportIncorrectImageCaptcha", {"clientKey": stranger, "taskId": task_id})
+    assert answer["errorCode"] == "ERROR_NO_SUCH_CAPCHA_ID"
+    for _ in range(2):
+        answer = server.post(
+            "/reportIncorrectImageCaptcha", {"clientKey": BOOTSTRAP_KEY, "taskId": task_id}
+        )
+        assert answer == {"errorId": 0, "status": "success"}
+    assert server.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})["balance"] == 10.0
+
+
+def test_reporting_an_unfinished_task_is_refused(idle_server: CapgateServer) -> None:
+    task_id = create_image_task(idle_server)
+    answer = idle_server.post("/reportIncorrect", {"clientKey": BOOTSTRAP_KEY, "taskId": task_id})
+    assert answer["errorId"] == 16
+    assert "no answer to report" in answer["errorDescription"]

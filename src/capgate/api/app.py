@@ -177,6 +177,8 @@ class App:
             key = await service.authenticate(create.client_key)
             spec = dialect.parse_task(create.task)
             task = await service.create_task(key, spec, request.client_ip)
+            if spec.type in dialect.SYNC_TYPES:
+                task = await service.wait_until_final(task, self.settings.sync_wait_seconds)
             return Response(dialect.render_created(task))
 
         async def get_task_result(request: Request) -> Response:
@@ -188,11 +190,23 @@ class App:
             key = await service.authenticate(dialect.parse_balance(request.body))
             return Response(dialect.render_balance(await service.balance(key)))
 
-        for name, handler in (
-            ("createTask", create_task),
-            ("getTaskResult", get_task_result),
-            ("getBalance", get_balance),
-        ):
+        def report(verdict: bool | None) -> Handler:
+            async def handler(request: Request) -> Response:
+                parsed = dialect.parse_report(request.body, verdict)
+                key = await service.authenticate(parsed.client_key)
+                task = await service.report(key, parsed.task_id, parsed.correct)
+                return Response(dialect.render_reported(task))
+
+            return handler
+
+        handlers: dict[str, Handler] = {
+            "createTask": create_task,
+            "getTaskResult": get_task_result,
+            "getBalance": get_balance,
+        }
+        for name, verdict in dialect.REPORT_PATHS.items():
+            handlers[name] = report(verdict)
+        for name, handler in handlers.items():
             self.routes[f"{prefix}/{name}"] = _json_errors(dialect, handler)
 
     async def _healthz(self, request: Request) -> Response:

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from capgate.dialects.base import CreateRequest
+from capgate.dialects.base import CreateRequest, ReportRequest
 from capgate.dialects.tasknames import task_type_for
 from capgate.model import (
     CapgateError,
@@ -43,11 +43,25 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.IMAGE_TYPE_NOT_SUPPORTED: (15, "ERROR_IMAGE_TYPE_NOT_SUPPORTED"),
     ErrorCode.TASK_NOT_FOUND: (16, "ERROR_NO_SUCH_CAPCHA_ID"),
     ErrorCode.POLL_LIMIT_EXCEEDED: (16, "ERROR_NO_SUCH_CAPCHA_ID"),
+    ErrorCode.NOT_REPORTABLE: (16, "ERROR_NO_SUCH_CAPCHA_ID"),
     ErrorCode.TASK_ABSENT: (22, "ERROR_TASK_ABSENT"),
     ErrorCode.TASK_NOT_SUPPORTED: (23, "ERROR_TASK_NOT_SUPPORTED"),
     ErrorCode.BAD_REQUEST: (110, "ERROR_BAD_PARAMETERS"),
 }
 
+
+# Every task is answered asynchronously: createTask returns only the id.
+SYNC_TYPES: frozenset[TaskType] = frozenset()
+
+# Anti-Captcha's report methods, and 2Captcha API v2's shorter names.
+REPORT_PATHS: dict[str, bool | None] = {
+    "reportIncorrectImageCaptcha": False,
+    "reportIncorrectRecaptcha": False,
+    "reportIncorrectHcaptcha": False,
+    "reportCorrectRecaptcha": True,
+    "reportIncorrect": False,
+    "reportCorrect": True,
+}
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -155,6 +169,14 @@ def parse_balance(body: bytes) -> str:
     return _client_key(_object(body))
 
 
+def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:
+    """Read a report request: the key and the task id; the path carries the verdict."""
+    request = _object(body)
+    client_key = _client_key(request)
+    task_id = parse_task_id(request.get("taskId"))
+    return ReportRequest(client_key, task_id, bool(verdict))
+
+
 def render_created(task: Task) -> bytes:
     """The createTask answer: errorId and taskId, nothing else."""
     return _encoder.encode({"errorId": 0, "taskId": task.id})
@@ -205,6 +227,11 @@ def render_solution(task: Task) -> dict[str, Any]:
     if solution.user_agent:
         out["userAgent"] = solution.user_agent
     return out
+
+
+def render_reported(task: Task) -> bytes:
+    """The answer to an accepted report."""
+    return b'{"errorId":0,"status":"success"}'
 
 
 def render_balance(key: Key) -> bytes:

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from capgate.model import CapgateError, Key, Task, TaskSpec
+from capgate.model import CapgateError, Key, Task, TaskSpec, TaskType
 
 
 class CreateRequest(msgspec.Struct, frozen=True):
@@ -17,8 +17,21 @@ class CreateRequest(msgspec.Struct, frozen=True):
     task: dict[str, Any]
 
 
+class ReportRequest(msgspec.Struct, frozen=True):
+    """A parsed report about an answer: which task, and whether the answer was correct."""
+
+    client_key: str
+    task_id: int
+    correct: bool
+
+
 class JsonDialect(Protocol):
-    """The functions a createTask / getTaskResult dialect module defines."""
+    """The functions (and constants) a createTask / getTaskResult dialect module defines."""
+
+    # Task types whose createTask waits for the answer and returns it (CapSolver's images).
+    SYNC_TYPES: frozenset[TaskType]
+    # Report endpoints: path name -> the verdict it carries (None: read it from the body).
+    REPORT_PATHS: dict[str, bool | None]
 
     def parse_create(self, body: bytes) -> CreateRequest:
         """Read a createTask request."""
@@ -36,8 +49,12 @@ class JsonDialect(Protocol):
         """Read a getBalance request: the key."""
         ...
 
+    def parse_report(self, body: bytes, verdict: bool | None) -> ReportRequest:
+        """Read a report request; `verdict` is what the path says, if it says."""
+        ...
+
     def render_created(self, task: Task) -> bytes:
-        """The createTask answer."""
+        """The createTask answer (for SYNC_TYPES, the task may already be final)."""
         ...
 
     def render_result(self, task: Task) -> bytes:
@@ -46,6 +63,10 @@ class JsonDialect(Protocol):
 
     def render_balance(self, key: Key) -> bytes:
         """The getBalance answer."""
+        ...
+
+    def render_reported(self, task: Task) -> bytes:
+        """The answer to an accepted report."""
         ...
 
     def render_error(self, error: CapgateError) -> bytes:

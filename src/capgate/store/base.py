@@ -64,6 +64,14 @@ class Store(abc.ABC):
         """Count one result poll of the key's own task and return it; None if not its task."""
 
     @abc.abstractmethod
+    async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
+        """Record the key's verdict on its ready task, once; an incorrect one refunds it.
+
+        Returns the task (with the verdict that stands), or None if it is not the key's.
+        A verdict on a task that is not ready changes nothing.
+        """
+
+    @abc.abstractmethod
     async def lease(
         self, types: Collection[TaskType], limit: int, lease_seconds: float, now: float
     ) -> list[Lease]:

@@ -99,6 +99,18 @@ class MemoryStore(Store):
         task.polls += 1
         return _copy_task(task)
 
+    async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
+        task = self._tasks.get(task_id)
+        if task is None or task.key_id != key_id:
+            return None
+        if task.status is TaskStatus.READY and task.verdict is None:
+            task.verdict = correct
+            if not correct:
+                key = self._keys[key_id]
+                key.balance += task.cost
+                key.spent -= task.cost
+        return _copy_task(task)
+
     async def lease(
         self, types: Collection[TaskType], limit: int, lease_seconds: float, now: float
     ) -> list[Lease]:

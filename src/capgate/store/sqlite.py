@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     error_code TEXT,
     error_description TEXT,
     lease_token TEXT,
-    lease_expires_at REAL
+    lease_expires_at REAL,
+    verdict INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (type, id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (lease_expires_at) WHERE status = 1;
@@ -71,7 +72,7 @@ CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at);
 _TASK_COLUMNS = (
     "id, key_id, type, params, body, status, created_at, deadline_at, cost, ip, started_at,"
     " finished_at, attempts, polls, solver, solution, error_code, error_description,"
-    " lease_token, lease_expires_at"
+    " lease_token, lease_expires_at, verdict"
 )
 _KEY_COLUMNS = "id, name, key_hash, balance, spent, created_at"
 
@@ -133,6 +134,11 @@ class _Q:
         " (SELECT id FROM tasks WHERE created_at < ? ORDER BY created_at LIMIT ?)"
     )
     queue_depth = "SELECT count(*) FROM tasks WHERE status = 0"
+    verdict = (
+        "UPDATE tasks SET verdict = ? WHERE id = ? AND key_id = ? AND status = 2"
+        " AND verdict IS NULL RETURNING cost"
+    )
+    uncharge = "UPDATE keys SET balance = balance + ?, spent = spent - ? WHERE id = ?"
 
 
 class SqliteStore(Store):
@@ -226,6 +232,18 @@ class SqliteStore(Store):
     async def poll_task(self, task_id: int, key_id: int) -> Task | None:
         row = self.db.execute(_Q.count_poll, (task_id, key_id)).fetchone()
         return None if row is None else _task(row)
+
+    async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
+        db = self.db
+        with _transaction(db):
+            row = db.execute(_Q.verdict, (int(correct), task_id, key_id)).fetchone()
+            if row is not None and not correct:
+                db.execute(_Q.uncharge, (row[0], row[0], key_id))
+            found = db.execute(_Q.task_by_id, (task_id,)).fetchone()
+        if found is None:
+            return None
+        task = _task(found)
+        return task if task.key_id == key_id else None
 
     async def lease(
         self, types: Collection[TaskType], limit: int, lease_seconds: float, now: float
@@ -387,6 +405,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         error_description,
         lease_token,
         lease_expires_at,
+        verdict,
     ) = row
     return Task(
         id=task_id,
@@ -409,4 +428,5 @@ def _task(row: tuple[Any, ...]) -> Task:
         error_description=error_description,
         lease_token=lease_token,
         lease_expires_at=lease_expires_at,
+        verdict=None if verdict is None else bool(verdict),
     )
