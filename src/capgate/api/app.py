@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -21,10 +20,11 @@ from capgate.api.http import (
     read_body,
     send_response,
 )
+from capgate.api.json_routes import mount_json_dialect
+from capgate.api.routing import Route, Routes
 from capgate.clock import Clock, OffsetClock
 from capgate.config import Settings
 from capgate.dialects import anticaptcha
-from capgate.dialects.base import JsonDialect
 from capgate.dispatch import Dispatcher
 from capgate.model import CapgateError, ErrorCode
 from capgate.router import Router
@@ -34,8 +34,6 @@ from capgate.solvers.testkeys import TestKeysSolver
 from capgate.store import Store, store_from_url
 
 log = logging.getLogger("capgate.api")
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def default_solvers(settings: Settings) -> list[Solver]:
@@ -67,11 +65,14 @@ class App:
         self.service = Service(
             self.store, self.router, settings, clock, on_created=lambda _task: self._wake()
         )
-        self.routes: dict[str, Handler] = {}
-        self._mount_json_dialect("", anticaptcha)
-        self.routes["/healthz"] = self._healthz
+        self.routes = Routes()
+        # The Anti-Captcha family at the root (CLIENTS.md: only this shape may live there),
+        # and under each member's own prefix.
+        for prefix in ("", "/anticaptcha", "/2captcha", "/capmonster"):
+            mount_json_dialect(self.routes, self.service, settings, prefix, anticaptcha)
+        self.routes.add("/healthz", Route(self._healthz, _plain_error))
         if settings.test_clock:
-            self.routes["/_test/clock"] = self._advance_clock
+            self.routes.add("/_test/clock", Route(self._advance_clock, _plain_error))
         self._sweeper: asyncio.Task[None] | None = None
 
     # --- lifespan ---------------------------------------------------------------------
@@ -145,8 +146,8 @@ class App:
         path: str = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
-        handler = self.routes.get(path)
-        if handler is None:
+        route = self.routes.find(path)
+        if route is None:
             await send_response(send, _not_found(path))
             return
         try:
@@ -154,7 +155,11 @@ class App:
         except ClientGone:
             return
         except BodyTooLarge:
-            await send_response(send, _too_large(self.settings.max_request_bytes))
+            limit = self.settings.max_request_bytes
+            error = CapgateError(
+                ErrorCode.REQUEST_TOO_LARGE, f"The request body is larger than {limit} bytes"
+            )
+            await send_response(send, route.on_error(error))
             return
         client = scope.get("client")
         request = Request(
@@ -165,49 +170,9 @@ class App:
             body=body,
             client_ip=client[0] if client else "",
         )
-        await send_response(send, await handler(request))
+        await send_response(send, await route.handler(request))
 
-    # --- routes -----------------------------------------------------------------------
-
-    def _mount_json_dialect(self, prefix: str, dialect: JsonDialect) -> None:
-        service = self.service
-
-        async def create_task(request: Request) -> Response:
-            create = dialect.parse_create(request.body)
-            key = await service.authenticate(create.client_key)
-            spec = dialect.parse_task(create.task)
-            task = await service.create_task(key, spec, request.client_ip)
-            if spec.type in dialect.SYNC_TYPES:
-                task = await service.wait_until_final(task, self.settings.sync_wait_seconds)
-            return Response(dialect.render_created(task))
-
-        async def get_task_result(request: Request) -> Response:
-            client_key, task_id = dialect.parse_result(request.body)
-            key = await service.authenticate(client_key)
-            return Response(dialect.render_result(await service.get_result(key, task_id)))
-
-        async def get_balance(request: Request) -> Response:
-            key = await service.authenticate(dialect.parse_balance(request.body))
-            return Response(dialect.render_balance(await service.balance(key)))
-
-        def report(verdict: bool | None) -> Handler:
-            async def handler(request: Request) -> Response:
-                parsed = dialect.parse_report(request.body, verdict)
-                key = await service.authenticate(parsed.client_key)
-                task = await service.report(key, parsed.task_id, parsed.correct)
-                return Response(dialect.render_reported(task))
-
-            return handler
-
-        handlers: dict[str, Handler] = {
-            "createTask": create_task,
-            "getTaskResult": get_task_result,
-            "getBalance": get_balance,
-        }
-        for name, verdict in dialect.REPORT_PATHS.items():
-            handlers[name] = report(verdict)
-        for name, handler in handlers.items():
-            self.routes[f"{prefix}/{name}"] = _json_errors(dialect, handler)
+    # --- operational routes -----------------------------------------------------------
 
     async def _healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}')
@@ -224,32 +189,10 @@ class App:
         return Response(msgspec.json.encode({"now": now}))
 
 
-def _json_errors(dialect: JsonDialect, handler: Handler) -> Handler:
-    """Answer every failure in the dialect's own error shape, never with a stack trace."""
-
-    async def guarded(request: Request) -> Response:
-        if request.method != "POST":
-            wrong = CapgateError(ErrorCode.NO_SUCH_METHOD, f"Use POST for {request.path}")
-            return Response(dialect.render_error(wrong), status=405)
-        try:
-            return await handler(request)
-        except CapgateError as error:
-            return Response(dialect.render_error(error))
-        except Exception:
-            log.exception("unexpected error on %s", request.path)
-            internal = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
-            return Response(dialect.render_error(internal))
-
-    return guarded
+def _plain_error(error: CapgateError) -> Response:
+    return Response(msgspec.json.encode({"error": error.description}), status=400)
 
 
 def _not_found(path: str) -> Response:
     error = CapgateError(ErrorCode.NO_SUCH_METHOD, f"There is no method at {path}")
     return Response(anticaptcha.render_error(error), status=404, content_type=JSON)
-
-
-def _too_large(limit: int) -> Response:
-    error = CapgateError(
-        ErrorCode.REQUEST_TOO_LARGE, f"The request body is larger than {limit} bytes"
-    )
-    return Response(anticaptcha.render_error(error))

@@ -1,0 +1,83 @@
+"""Routes of the createTask / getTaskResult family, for any JSON dialect module.
+
+The glue between HTTP and the service: parse with the dialect, act through the service,
+render with the dialect. Every failure is answered in the dialect's own error shape.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from capgate.api.http import Request, Response
+from capgate.api.routing import ErrorRenderer, Handler, Route, Routes
+from capgate.config import Settings
+from capgate.dialects.base import JsonDialect
+from capgate.model import CapgateError, ErrorCode
+from capgate.service import Service
+
+log = logging.getLogger("capgate.api")
+
+
+def mount_json_dialect(
+    routes: Routes, service: Service, settings: Settings, prefix: str, dialect: JsonDialect
+) -> None:
+    """Serve a dialect's methods under `prefix` (empty for the root)."""
+
+    async def create_task(request: Request) -> Response:
+        create = dialect.parse_create(request.body)
+        key = await service.authenticate(create.client_key)
+        spec = dialect.parse_task(create.task)
+        task = await service.create_task(key, spec, request.client_ip)
+        if spec.type in dialect.SYNC_TYPES:
+            task = await service.wait_until_final(task, settings.sync_wait_seconds)
+        return Response(dialect.render_created(task))
+
+    async def get_task_result(request: Request) -> Response:
+        client_key, task_id = dialect.parse_result(request.body)
+        key = await service.authenticate(client_key)
+        return Response(dialect.render_result(await service.get_result(key, task_id)))
+
+    async def get_balance(request: Request) -> Response:
+        key = await service.authenticate(dialect.parse_balance(request.body))
+        return Response(dialect.render_balance(await service.balance(key)))
+
+    def report(verdict: bool | None) -> Handler:
+        async def handler(request: Request) -> Response:
+            parsed = dialect.parse_report(request.body, verdict)
+            key = await service.authenticate(parsed.client_key)
+            task = await service.report(key, parsed.task_id, parsed.correct)
+            return Response(dialect.render_reported(task))
+
+        return handler
+
+    handlers: dict[str, Handler] = {
+        "createTask": create_task,
+        "getTaskResult": get_task_result,
+        "getBalance": get_balance,
+    }
+    for name, verdict in dialect.REPORT_PATHS.items():
+        handlers[name] = report(verdict)
+
+    def on_error(error: CapgateError) -> Response:
+        return Response(dialect.render_error(error))
+
+    for name, handler in handlers.items():
+        routes.add(f"{prefix}/{name}", Route(_guarded(handler, on_error), on_error))
+
+
+def _guarded(handler: Handler, on_error: ErrorRenderer) -> Handler:
+    """Answer every failure in the dialect's error shape, never with a stack trace."""
+
+    async def guarded(request: Request) -> Response:
+        if request.method != "POST":
+            wrong = on_error(CapgateError(ErrorCode.NO_SUCH_METHOD, f"Use POST for {request.path}"))
+            return Response(wrong.body, status=405, content_type=wrong.content_type)
+        try:
+            return await handler(request)
+        except CapgateError as error:
+            return on_error(error)
+        except Exception:
+            log.exception("unexpected error on %s", request.path)
+            return on_error(CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again"))
+
+    return guarded
