@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.system.conftest import captchas, image_task
-from tests.system.server import BOOTSTRAP_KEY, CapgateServer
+from tests.support import BOOTSTRAP_KEY, CapgateServer, captchas, image_task
 
 pytestmark = pytest.mark.system
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from capgate.ocr import synth
-from tests.system.server import free_port, run_cli
+from tests.support import free_port, run_cli
 
 pytestmark = pytest.mark.system
 

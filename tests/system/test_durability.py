@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.system.conftest import ServerFactory, captchas, image_task
-from tests.system.server import BOOTSTRAP_KEY
+from tests.support import BOOTSTRAP_KEY, ServerFactory, captchas, image_task
 
 pytestmark = pytest.mark.system
 

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.system.conftest import captchas, image_task
-from tests.system.server import BOOTSTRAP_KEY, CapgateServer
+from tests.support import BOOTSTRAP_KEY, CapgateServer, captchas, image_task
 
 pytestmark = pytest.mark.system
 

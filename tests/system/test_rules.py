@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.system.conftest import ServerFactory, captchas, image_task
-from tests.system.server import BOOTSTRAP_KEY, CapgateServer, run_cli
+from tests.support import BOOTSTRAP_KEY, CapgateServer, ServerFactory, captchas, image_task, run_cli
 
 pytestmark = pytest.mark.system
 

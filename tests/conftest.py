@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from capgate.ocr import synth
-from tests.system.server import CapgateServer
-
-ServerFactory = Callable[..., CapgateServer]
+from tests.support import CapgateServer, ServerFactory
 
 
 @pytest.fixture
@@ -39,14 +35,3 @@ def idle_server(start_server: ServerFactory) -> CapgateServer:
 def server(start_server: ServerFactory) -> CapgateServer:
     """A server with the local OCR solver and the test-key solver running."""
     return start_server()
-
-
-def captchas(seed: int, n: int) -> list[tuple[str, str]]:
-    """Fresh 4-character digit+uppercase captchas as (base64 PNG, label)."""
-    images = synth.generate(seed, n, synth.CHARSET_B, 4, 4)
-    return [(base64.b64encode(png).decode(), label) for png, label in images]
-
-
-def image_task(body: str) -> dict[str, str]:
-    """An ImageToTextTask object as clients send it."""
-    return {"type": "ImageToTextTask", "body": body}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -9,10 +10,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from capgate.ocr import synth
 
 BOOTSTRAP_KEY = "0123456789abcdef0123456789abcdef"
 
@@ -132,3 +136,17 @@ class CapgateServer:
                 return answer
             time.sleep(0.05)
         raise AssertionError(f"task {task_id} still processing after {timeout} s")
+
+
+ServerFactory = Callable[..., CapgateServer]
+
+
+def captchas(seed: int, n: int) -> list[tuple[str, str]]:
+    """Fresh 4-character digit+uppercase captchas as (base64 PNG, label)."""
+    images = synth.generate(seed, n, synth.CHARSET_B, 4, 4)
+    return [(base64.b64encode(png).decode(), label) for png, label in images]
+
+
+def image_task(body: str) -> dict[str, str]:
+    """An ImageToTextTask object as clients send it."""
+    return {"type": "ImageToTextTask", "body": body}
