@@ -21,7 +21,8 @@ from capgate.api.http import (
     send_response,
 )
 from capgate.api.json_routes import mount_json_dialect
-from capgate.api.routing import Route, Routes
+from capgate.api.openapi import DOCUMENTS
+from capgate.api.routing import Handler, Route, Routes
 from capgate.clock import Clock, OffsetClock
 from capgate.config import Settings
 from capgate.dialects import anticaptcha
@@ -71,6 +72,11 @@ class App:
         for prefix in ("", "/anticaptcha", "/2captcha", "/capmonster"):
             mount_json_dialect(self.routes, self.service, settings, prefix, anticaptcha)
         self.routes.add("/healthz", Route(self._healthz, _plain_error))
+        for name, document in DOCUMENTS.items():
+            self.routes.add(
+                f"/openapi/{name}.json",
+                Route(_static(msgspec.json.encode(document)), _plain_error),
+            )
         if settings.test_clock:
             self.routes.add("/_test/clock", Route(self._advance_clock, _plain_error))
         self._sweeper: asyncio.Task[None] | None = None
@@ -187,6 +193,13 @@ class App:
         now = self.clock.advance(seconds)
         await self.service.maintain()
         return Response(msgspec.json.encode({"now": now}))
+
+
+def _static(body: bytes) -> Handler:
+    async def handler(request: Request) -> Response:
+        return Response(body)
+
+    return handler
 
 
 def _plain_error(error: CapgateError) -> Response:
