@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     with_settings(create)
     create.add_argument("--balance", default="0", help="starting balance in USD (default 0)")
     create.add_argument("--name", default="", help="a label for the key")
+    create.add_argument(
+        "--dialect",
+        help="the dialect the root paths speak for this key (default: the Anti-Captcha family)",
+    )
     create.set_defaults(run=_keys_create)
     listing = key_commands.add_parser("list", help="list keys, balances and spend")
     with_settings(listing)
@@ -151,16 +155,22 @@ async def _bootstrap_key(settings: Settings) -> None:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
+    from capgate.dialects import JSON_DIALECTS
+
     settings = _settings(args)
     balance = parse_money(args.balance)
     if balance < 0:
         raise CliError("a balance cannot be negative")
+    if args.dialect is not None and args.dialect not in JSON_DIALECTS:
+        raise CliError(f"unknown dialect {args.dialect!r}; known: {', '.join(JSON_DIALECTS)}")
 
     async def create() -> str:
         store = await _with_store(settings)
         try:
             secret = new_secret()
-            await store.create_key(args.name, hash_secret(secret), balance, SystemClock().now())
+            await store.create_key(
+                args.name, hash_secret(secret), balance, SystemClock().now(), args.dialect
+            )
             return secret
         finally:
             await store.close()
@@ -178,11 +188,12 @@ def _keys_list(args: argparse.Namespace) -> int:
             keys = await store.list_keys()
         finally:
             await store.close()
-        print(f"{'id':>4}  {'name':<16} {'hash':<16} {'balance':>12} {'spent':>12}")
+        print(f"{'id':>4}  {'name':<16} {'hash':<14} {'balance':>12} {'spent':>12}  dialect")
         for key in keys:
             print(
-                f"{key.id:>4}  {key.name[:16]:<16} {key.key_hash.hex()[:12] + '…':<16}"
+                f"{key.id:>4}  {key.name[:16]:<16} {key.key_hash.hex()[:12] + '..':<14}"
                 f" {format_money(key.balance):>12} {format_money(key.spent):>12}"
+                f"  {key.dialect or 'anticaptcha'}"
             )
 
     asyncio.run(listing())

@@ -130,6 +130,8 @@ class Key(msgspec.Struct):
     balance: int
     spent: int
     created_at: float
+    # The dialect the root paths speak for this key (None: the Anti-Captcha family).
+    dialect: str | None = None
 
 
 class Lease(msgspec.Struct):

@@ -18,6 +18,9 @@ from capgate.model import CapgateError, ErrorCode, Key, Task, TaskSpec, TaskStat
 from capgate.router import Router
 from capgate.store.base import Store
 
+_KEY_CACHE_SECONDS = 1.0
+_KEY_CACHE_SIZE = 10_000
+
 
 class Service:
     """What a client can ask of capgate, whatever dialect it speaks."""
@@ -36,14 +39,27 @@ class Service:
         self.clock = clock
         self._on_created = on_created
         self.completions = Completions()
+        self._known_keys: dict[bytes, tuple[float, Key]] = {}
 
     async def authenticate(self, secret: str) -> Key:
-        """The key a client secret belongs to, or KEY_DOES_NOT_EXIST."""
+        """The key a client secret belongs to, or KEY_DOES_NOT_EXIST.
+
+        Found keys are remembered for a second: a request may authenticate twice (the root
+        first asks which dialect the key speaks), and a balance read from here is only ever
+        a hint; the store checks balances atomically.
+        """
         digest = hash_secret(secret)
+        now = time.monotonic()
+        cached = self._known_keys.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         key = await self.store.key_by_hash(digest)
         # The lookup is by digest; the final comparison is constant-time all the same.
         if key is None or not hmac.compare_digest(key.key_hash, digest):
             raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "The API key does not exist")
+        if len(self._known_keys) >= _KEY_CACHE_SIZE:
+            self._known_keys.clear()
+        self._known_keys[digest] = (now + _KEY_CACHE_SECONDS, key)
         return key
 
     async def create_task(self, key: Key, spec: TaskSpec, ip: str) -> Task:
@@ -59,8 +75,7 @@ class Service:
                 f"No solver here accepts {spec.type.value} tasks with these parameters",
             )
         cost = 0 if solver.free else self.settings.prices[spec.type]
-        if cost > 0 and key.balance < cost:
-            raise CapgateError(ErrorCode.ZERO_BALANCE, "The balance is too low for this task")
+        # The store refuses a short balance atomically, before anything is queued.
         now = self.clock.now()
         task = await self.store.create_task(
             key.id, spec, cost, ip, now, now + self.settings.task_deadline_seconds

@@ -22,7 +22,7 @@ DIALECTS = ["anticaptcha"]
 def test_fuzz_dialect(idle_server: CapgateServer, dialect: str, tmp_path: Path) -> None:
     before = idle_server.db_counts()
     st = Path(sys.executable).with_name("st")
-    done = subprocess.run(
+    done = subprocess.run(  # in tmp_path: schemathesis leaves its state in the working dir
         [
             str(st), "run", f"{idle_server.base}/openapi/{dialect}.json",
             "--url", idle_server.base,
@@ -38,6 +38,7 @@ def test_fuzz_dialect(idle_server: CapgateServer, dialect: str, tmp_path: Path) 
             "CAPGATE_FUZZ_KEY": BOOTSTRAP_KEY,
             "PYTHONPATH": str(Path(__file__).parents[2]),
         },
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,

@@ -377,3 +377,12 @@ async def test_a_correct_report_keeps_the_charge(store: Store) -> None:
     reported = await store.report(task.id, key.id, correct=True)
     assert reported is not None and reported.verdict is True
     assert await balance_of(store, key) == (4000, 1000)
+
+
+async def test_a_key_keeps_its_default_dialect(store: Store) -> None:
+    key = await store.create_key("cs", hash_secret("cs"), 0, T0, dialect="capsolver")
+    assert key.dialect == "capsolver"
+    found = await store.key_by_hash(hash_secret("cs"))
+    assert found is not None and found.dialect == "capsolver"
+    plain = await new_key(store)
+    assert plain.dialect is None

@@ -20,12 +20,12 @@ from capgate.api.http import (
     read_body,
     send_response,
 )
-from capgate.api.json_routes import mount_json_dialect
+from capgate.api.json_routes import mount_json_dialect, mount_root
 from capgate.api.openapi import DOCUMENTS
 from capgate.api.routing import Handler, Route, Routes
 from capgate.clock import Clock, OffsetClock
 from capgate.config import Settings
-from capgate.dialects import anticaptcha
+from capgate.dialects import JSON_DIALECTS, JSON_PREFIXES, anticaptcha
 from capgate.dispatch import Dispatcher
 from capgate.model import CapgateError, ErrorCode
 from capgate.router import Router
@@ -67,10 +67,11 @@ class App:
             self.store, self.router, settings, clock, on_created=lambda _task: self._wake()
         )
         self.routes = Routes()
-        # The Anti-Captcha family at the root (CLIENTS.md: only this shape may live there),
-        # and under each member's own prefix.
-        for prefix in ("", "/anticaptcha", "/2captcha", "/capmonster"):
-            mount_json_dialect(self.routes, self.service, settings, prefix, anticaptcha)
+        # The Anti-Captcha family at the root (CLIENTS.md: only this shape may live there,
+        # unless a key chose another dialect), and every JSON dialect under its own prefix.
+        mount_root(self.routes, self.service, settings, anticaptcha, JSON_DIALECTS)
+        for prefix, dialect in JSON_PREFIXES.items():
+            mount_json_dialect(self.routes, self.service, settings, prefix, dialect)
         self.routes.add("/healthz", Route(self._healthz, _plain_error))
         for name, document in DOCUMENTS.items():
             self.routes.add(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
+
 from capgate.api.http import Request, Response
 from capgate.api.routing import ErrorRenderer, Handler, Route, Routes
 from capgate.config import Settings
@@ -21,7 +23,69 @@ log = logging.getLogger("capgate.api")
 def mount_json_dialect(
     routes: Routes, service: Service, settings: Settings, prefix: str, dialect: JsonDialect
 ) -> None:
-    """Serve a dialect's methods under `prefix` (empty for the root)."""
+    """Serve a dialect's methods under `prefix`."""
+    on_error = _error_renderer(dialect)
+    for name, handler in json_handlers(service, settings, dialect).items():
+        routes.add(f"{prefix}/{name}", Route(handler, on_error))
+
+
+def mount_root(
+    routes: Routes,
+    service: Service,
+    settings: Settings,
+    default: JsonDialect,
+    by_name: dict[str, JsonDialect],
+) -> None:
+    """Serve the root paths: in `default`'s dialect, or in the one a key has chosen.
+
+    Some clients can change only their host, not their paths; a key whose `dialect` names
+    one of `by_name` gets that dialect's exact shapes at the root.
+    """
+    default_handlers = json_handlers(service, settings, default)
+    tables = {name: json_handlers(service, settings, d) for name, d in by_name.items()}
+    methods = set(default_handlers).union(*tables.values())
+
+    async def key_dialect(request: Request) -> str | None:
+        try:
+            secret = _key_peek.decode(request.body).clientKey
+            return (await service.authenticate(secret)).dialect if secret else None
+        except (msgspec.DecodeError, CapgateError):
+            return None  # The default handler answers the problem in its own terms.
+
+    def root(method: str) -> Handler:
+        async def handler(request: Request) -> Response:
+            chosen = await key_dialect(request)
+            dialect, table = default, default_handlers
+            if chosen is not None and chosen in tables:
+                dialect, table = by_name[chosen], tables[chosen]
+            if method in table:
+                return await table[method](request)
+            missing = CapgateError(ErrorCode.NO_SUCH_METHOD, f"There is no method {method}")
+            return _error_renderer(dialect)(missing)
+
+        return handler
+
+    on_error = _error_renderer(default)
+    for method in sorted(methods):
+        routes.add(f"/{method}", Route(root(method), on_error))
+
+
+class _KeyPeek(msgspec.Struct):
+    clientKey: str | None = None
+
+
+_key_peek = msgspec.json.Decoder(_KeyPeek)
+
+
+def _error_renderer(dialect: JsonDialect) -> ErrorRenderer:
+    def on_error(error: CapgateError) -> Response:
+        return Response(dialect.render_error(error))
+
+    return on_error
+
+
+def json_handlers(service: Service, settings: Settings, dialect: JsonDialect) -> dict[str, Handler]:
+    """Every method of a dialect, by name, each answering failures in the dialect's shape."""
 
     async def create_task(request: Request) -> Response:
         create = dialect.parse_create(request.body)
@@ -58,11 +122,8 @@ def mount_json_dialect(
     for name, verdict in dialect.REPORT_PATHS.items():
         handlers[name] = report(verdict)
 
-    def on_error(error: CapgateError) -> Response:
-        return Response(dialect.render_error(error))
-
-    for name, handler in handlers.items():
-        routes.add(f"{prefix}/{name}", Route(_guarded(handler, on_error), on_error))
+    on_error = _error_renderer(dialect)
+    return {name: _guarded(handler, on_error) for name, handler in handlers.items()}
 
 
 def _guarded(handler: Handler, on_error: ErrorRenderer) -> Handler:

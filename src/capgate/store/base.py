@@ -25,7 +25,9 @@ class Store(abc.ABC):
     # --- keys -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def create_key(self, name: str, key_hash: bytes, balance: int, now: float) -> Key:
+    async def create_key(
+        self, name: str, key_hash: bytes, balance: int, now: float, dialect: str | None = None
+    ) -> Key:
         """Store a new key by the SHA-256 of its secret; refuse a hash that exists."""
 
     @abc.abstractmethod

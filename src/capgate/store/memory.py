@@ -36,10 +36,12 @@ class MemoryStore(Store):
 
     # --- keys -------------------------------------------------------------------------
 
-    async def create_key(self, name: str, key_hash: bytes, balance: int, now: float) -> Key:
+    async def create_key(
+        self, name: str, key_hash: bytes, balance: int, now: float, dialect: str | None = None
+    ) -> Key:
         if key_hash in self._key_ids_by_hash:
             raise ValueError("a key with this secret exists already")
-        key = Key(self._next_key_id, name, key_hash, balance, 0, now)
+        key = Key(self._next_key_id, name, key_hash, balance, 0, now, dialect)
         self._next_key_id += 1
         self._keys[key.id] = key
         self._key_ids_by_hash[key_hash] = key.id
@@ -251,4 +253,4 @@ def _copy_task(task: Task) -> Task:
 
 
 def _copy_key(key: Key) -> Key:
-    return Key(key.id, key.name, key.key_hash, key.balance, key.spent, key.created_at)
+    return Key(key.id, key.name, key.key_hash, key.balance, key.spent, key.created_at, key.dialect)

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS keys (
     key_hash BLOB NOT NULL UNIQUE,
     balance INTEGER NOT NULL,
     spent INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    dialect TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,13 +75,15 @@ _TASK_COLUMNS = (
     " finished_at, attempts, polls, solver, solution, error_code, error_description,"
     " lease_token, lease_expires_at, verdict"
 )
-_KEY_COLUMNS = "id, name, key_hash, balance, spent, created_at"
+_KEY_COLUMNS = "id, name, key_hash, balance, spent, created_at, dialect"
 
 
 class _Q:
     """Every SQL statement the store runs, by name."""
 
-    insert_key = "INSERT INTO keys (name, key_hash, balance, created_at) VALUES (?, ?, ?, ?)"
+    insert_key = (
+        "INSERT INTO keys (name, key_hash, balance, created_at, dialect) VALUES (?, ?, ?, ?, ?)"
+    )
     key_by_hash = f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_hash = ?"
     key_by_id = f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = ?"
     all_keys = f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY id"
@@ -177,14 +180,16 @@ class SqliteStore(Store):
 
     # --- keys -------------------------------------------------------------------------
 
-    async def create_key(self, name: str, key_hash: bytes, balance: int, now: float) -> Key:
+    async def create_key(
+        self, name: str, key_hash: bytes, balance: int, now: float, dialect: str | None = None
+    ) -> Key:
         try:
-            cursor = self.db.execute(_Q.insert_key, (name, key_hash, balance, now))
+            cursor = self.db.execute(_Q.insert_key, (name, key_hash, balance, now, dialect))
         except sqlite3.IntegrityError as exc:
             raise ValueError("a key with this secret exists already") from exc
         key_id = cursor.lastrowid
         assert key_id is not None
-        return Key(key_id, name, key_hash, balance, 0, now)
+        return Key(key_id, name, key_hash, balance, 0, now, dialect)
 
     async def key_by_hash(self, key_hash: bytes) -> Key | None:
         row = self.db.execute(_Q.key_by_hash, (key_hash,)).fetchone()
