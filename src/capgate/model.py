@@ -107,6 +107,8 @@ class Task(msgspec.Struct):
     deadline_at: float
     cost: int
     ip: str
+    # After this the task is "not found" and may be deleted (the vendor's retention rule).
+    expires_at: float
     started_at: float | None = None
     finished_at: float | None = None
     attempts: int = 0

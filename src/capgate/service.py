@@ -62,8 +62,14 @@ class Service:
         self._known_keys[digest] = (now + _KEY_CACHE_SECONDS, key)
         return key
 
-    async def create_task(self, key: Key, spec: TaskSpec, ip: str) -> Task:
-        """Validate, price and durably queue a task; charged only if it succeeds."""
+    async def create_task(
+        self, key: Key, spec: TaskSpec, ip: str, retention_seconds: float | None = None
+    ) -> Task:
+        """Validate, price and durably queue a task; charged only if it succeeds.
+
+        `retention_seconds` overrides the server's retention for dialects whose vendor
+        documents its own (CapSolver keeps results 5 minutes).
+        """
         if spec.type is TaskType.IMAGE_TO_TEXT:
             if spec.body is None:
                 raise CapgateError(ErrorCode.ZERO_CAPTCHA_FILESIZE, "The task has no image")
@@ -77,8 +83,17 @@ class Service:
         cost = 0 if solver.free else self.settings.prices[spec.type]
         # The store refuses a short balance atomically, before anything is queued.
         now = self.clock.now()
+        retention = (
+            self.settings.retention_seconds if retention_seconds is None else retention_seconds
+        )
         task = await self.store.create_task(
-            key.id, spec, cost, ip, now, now + self.settings.task_deadline_seconds
+            key.id,
+            spec,
+            cost,
+            ip,
+            now,
+            now + self.settings.task_deadline_seconds,
+            now + retention,
         )
         if self._on_created is not None:
             self._on_created(task)
@@ -88,7 +103,7 @@ class Service:
         """The key's own task, counting the poll; another key's task is 'not found'."""
         task = await self.store.poll_task(task_id, key.id)
         now = self.clock.now()
-        if task is None or now >= task.created_at + self.settings.retention_seconds:
+        if task is None or now >= task.expires_at:
             raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {task_id} does not exist")
         if task.polls > self.settings.max_polls:
             raise CapgateError(
@@ -105,7 +120,7 @@ class Service:
     async def report(self, key: Key, task_id: int, correct: bool) -> Task:
         """Take the key's verdict on its solved task; an incorrect answer is refunded once."""
         task = await self.store.report(task_id, key.id, correct)
-        if task is None or self.clock.now() >= task.created_at + self.settings.retention_seconds:
+        if task is None or self.clock.now() >= task.expires_at:
             raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {task_id} does not exist")
         if task.status is not TaskStatus.READY:
             raise CapgateError(
@@ -134,4 +149,4 @@ class Service:
         now = self.clock.now()
         await self.store.requeue_expired_leases(now, self.settings.max_attempts)
         await self.store.fail_overdue(now)
-        await self.store.purge(now - self.settings.retention_seconds, 1000)
+        await self.store.purge(now, 1000)

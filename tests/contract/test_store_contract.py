@@ -13,6 +13,7 @@ from capgate.model import (
     ErrorCode,
     Key,
     Solution,
+    Task,
     TaskSpec,
     TaskStatus,
     TaskType,
@@ -22,6 +23,7 @@ from capgate.store import MemoryStore, SqliteStore, Store
 pytestmark = pytest.mark.anyio
 
 T0 = 1_700_000_000.0
+DAY = 86_400.0
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 200
 IMAGE = TaskSpec(TaskType.IMAGE_TO_TEXT, {"case": True}, PNG)
 TOKEN_TASK = TaskSpec(TaskType.TURNSTILE, {"websiteKey": "k", "websiteURL": "https://x"})
@@ -49,6 +51,13 @@ async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
 
 async def new_key(store: Store, balance: int = 10_000, name: str = "k") -> Key:
     return await store.create_key(name, hash_secret(name), balance, T0)
+
+
+async def create(
+    store: Store, key_id: int, spec: TaskSpec, cost: int, ip: str, now: float, deadline: float
+) -> Task:
+    """Queue a task kept for a day, as the default retention does."""
+    return await store.create_task(key_id, spec, cost, ip, now, deadline, now + DAY)
 
 
 async def balance_of(store: Store, key: Key) -> tuple[int, int]:
@@ -83,7 +92,7 @@ async def test_add_balance(store: Store) -> None:
 
 async def test_create_debits_and_queues(store: Store) -> None:
     key = await new_key(store, 10_000)
-    task = await store.create_task(key.id, IMAGE, 1000, "1.2.3.4", T0, T0 + 120)
+    task = await create(store, key.id, IMAGE, 1000, "1.2.3.4", T0, T0 + 120)
     assert task.status is TaskStatus.QUEUED
     assert (task.type, task.params, task.body) == (IMAGE.type, IMAGE.params, IMAGE.body)
     assert (task.cost, task.ip, task.created_at, task.deadline_at) == (
@@ -101,7 +110,7 @@ async def test_create_debits_and_queues(store: Store) -> None:
 async def test_create_refuses_short_balance_and_stores_nothing(store: Store) -> None:
     key = await new_key(store, 999)
     with pytest.raises(CapgateError) as caught:
-        await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+        await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
     assert caught.value.code is ErrorCode.ZERO_BALANCE
     assert await balance_of(store, key) == (999, 0)
     assert await store.queue_depth() == 0
@@ -110,14 +119,14 @@ async def test_create_refuses_short_balance_and_stores_nothing(store: Store) -> 
 
 async def test_free_tasks_need_no_balance(store: Store) -> None:
     key = await new_key(store, 0)
-    task = await store.create_task(key.id, TOKEN_TASK, 0, "ip", T0, T0 + 120)
+    task = await create(store, key.id, TOKEN_TASK, 0, "ip", T0, T0 + 120)
     assert task.status is TaskStatus.QUEUED
     assert await balance_of(store, key) == (0, 0)
 
 
 async def test_task_ids_increase(store: Store) -> None:
     key = await new_key(store)
-    ids = [(await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 1)).id for _ in range(5)]
+    ids = [(await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 1)).id for _ in range(5)]
     assert ids == sorted(ids) and len(set(ids)) == 5
 
 
@@ -126,7 +135,7 @@ async def test_task_ids_increase(store: Store) -> None:
 
 async def test_poll_counts_and_hides_other_keys_tasks(store: Store) -> None:
     alice, bob = await new_key(store, name="alice"), await new_key(store, name="bob")
-    task = await store.create_task(alice.id, IMAGE, 10, "ip", T0, T0 + 120)
+    task = await create(store, alice.id, IMAGE, 10, "ip", T0, T0 + 120)
     first = await store.poll_task(task.id, alice.id)
     second = await store.poll_task(task.id, alice.id)
     assert first is not None and second is not None
@@ -142,9 +151,9 @@ async def test_poll_counts_and_hides_other_keys_tasks(store: Store) -> None:
 
 async def test_lease_takes_oldest_of_the_asked_types_and_counts_an_attempt(store: Store) -> None:
     key = await new_key(store)
-    image1 = await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 120)
-    token = await store.create_task(key.id, TOKEN_TASK, 0, "ip", T0, T0 + 120)
-    image2 = await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    image1 = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    token = await create(store, key.id, TOKEN_TASK, 0, "ip", T0, T0 + 120)
+    image2 = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)
     leases = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0 + 1)
     assert [lease.task.id for lease in leases] == [image1.id]
     lease = leases[0]
@@ -161,7 +170,7 @@ async def test_lease_takes_oldest_of_the_asked_types_and_counts_an_attempt(store
 
 async def test_complete_once_charges_once_and_drops_the_image(store: Store) -> None:
     key = await new_key(store, 5000)
-    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
     (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
     solution = Solution(text="AB12", confidence=0.9)
     assert not await store.complete(task.id, "not-the-token", solution, "ocr", T0 + 1)
@@ -177,7 +186,7 @@ async def test_complete_once_charges_once_and_drops_the_image(store: Store) -> N
 
 async def test_late_result_from_an_expired_lease_is_ignored(store: Store) -> None:
     key = await new_key(store, 5000)
-    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
     (old,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
     # Expired but not yet swept: still refused.
     assert not await store.complete(task.id, old.token, Solution(text="late"), "ocr", T0 + 30)
@@ -194,7 +203,7 @@ async def test_late_result_from_an_expired_lease_is_ignored(store: Store) -> Non
 
 async def test_extend_lease(store: Store) -> None:
     key = await new_key(store)
-    task = await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    task = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)
     (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
     assert await store.extend_lease(task.id, lease.token, T0 + 60, T0 + 20)
     assert await store.requeue_expired_leases(T0 + 45, 3) == 0
@@ -205,7 +214,7 @@ async def test_extend_lease(store: Store) -> None:
 
 async def test_retryable_failure_requeues_until_attempts_run_out(store: Store) -> None:
     key = await new_key(store, 5000)
-    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
     for attempt in (1, 2):
         (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0 + attempt)
         assert await store.fail(
@@ -239,7 +248,7 @@ async def test_retryable_failure_requeues_until_attempts_run_out(store: Store) -
 
 async def test_final_failure_refunds_once(store: Store) -> None:
     key = await new_key(store, 5000)
-    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
     (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
     assert await store.fail(
         task.id,
@@ -272,7 +281,7 @@ async def test_final_failure_refunds_once(store: Store) -> None:
 
 async def test_expired_lease_out_of_attempts_fails_and_refunds(store: Store) -> None:
     key = await new_key(store, 5000)
-    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 1000)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 1000)
     for round_ in range(2):
         start = T0 + round_ * 100
         assert len(await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, start)) == 1
@@ -285,9 +294,9 @@ async def test_expired_lease_out_of_attempts_fails_and_refunds(store: Store) -> 
 
 async def test_overdue_tasks_time_out_and_are_refunded(store: Store) -> None:
     key = await new_key(store, 5000)
-    queued = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
-    running = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
-    later = await store.create_task(key.id, IMAGE, 1000, "ip", T0 + 60, T0 + 180)
+    queued = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    running = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    later = await create(store, key.id, IMAGE, 1000, "ip", T0 + 60, T0 + 180)
     await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)  # leases `queued` (the oldest)
     assert await store.fail_overdue(T0 + 119) == 0
     assert await store.fail_overdue(T0 + 120) == 2
@@ -302,12 +311,16 @@ async def test_overdue_tasks_time_out_and_are_refunded(store: Store) -> None:
     assert await balance_of(store, key) == (4000, 0)
 
 
-async def test_purge_deletes_only_old_tasks(store: Store) -> None:
+async def test_purge_deletes_only_expired_tasks(store: Store) -> None:
     key = await new_key(store)
-    old = [await store.create_task(key.id, IMAGE, 1, "ip", T0 + i, T0 + 120) for i in range(3)]
-    new = await store.create_task(key.id, IMAGE, 1, "ip", T0 + 100, T0 + 220)
-    assert await store.purge(T0 + 50, limit=2) == 2
-    assert await store.purge(T0 + 50, limit=2) == 1
+    old = [await create(store, key.id, IMAGE, 1, "ip", T0 + i, T0 + 120) for i in range(3)]
+    new = await create(store, key.id, IMAGE, 1, "ip", T0 + 100, T0 + 220)
+    short = await store.create_task(key.id, IMAGE, 1, "ip", T0 + 100, T0 + 220, T0 + 400)
+    assert await store.purge(T0 + 399, limit=10) == 0
+    assert await store.purge(T0 + 400, limit=10) == 1
+    assert await store.get_task(short.id) is None
+    assert await store.purge(T0 + DAY + 50, limit=2) == 2
+    assert await store.purge(T0 + DAY + 50, limit=2) == 1
     for task in old:
         assert await store.get_task(task.id) is None
     assert await store.get_task(new.id) is not None
@@ -315,7 +328,7 @@ async def test_purge_deletes_only_old_tasks(store: Store) -> None:
 
 async def test_money_is_conserved_through_a_mixed_run(store: Store) -> None:
     key = await new_key(store, 10_000)
-    tasks = [await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120) for _ in range(5)]
+    tasks = [await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120) for _ in range(5)]
     leases = await store.lease({TaskType.IMAGE_TO_TEXT}, 5, 30, T0)
     await store.complete(tasks[0].id, leases[0].token, Solution(text="a"), "ocr", T0 + 1)
     await store.complete(tasks[1].id, leases[1].token, Solution(text="b"), "ocr", T0 + 1)
@@ -338,7 +351,7 @@ async def test_sqlite_keeps_everything_across_reopen(tmp_path: Path) -> None:
     store = SqliteStore(path)
     await store.open()
     key = await new_key(store, 5000)
-    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
     await store.close()
     reopened = SqliteStore(path)
     await reopened.open()
@@ -351,7 +364,7 @@ async def test_an_incorrect_report_refunds_once_and_the_first_verdict_stands(
     store: Store,
 ) -> None:
     alice, bob = await new_key(store, 5000, "alice"), await new_key(store, 5000, "bob")
-    task = await store.create_task(alice.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    task = await create(store, alice.id, IMAGE, 1000, "ip", T0, T0 + 120)
     reported = await store.report(task.id, alice.id, correct=False)
     assert reported is not None and reported.verdict is None  # Not ready: nothing changes.
     (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
@@ -371,7 +384,7 @@ async def test_an_incorrect_report_refunds_once_and_the_first_verdict_stands(
 
 async def test_a_correct_report_keeps_the_charge(store: Store) -> None:
     key = await new_key(store, 5000)
-    task = await store.create_task(key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
     (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
     await store.complete(task.id, lease.token, Solution(text="x"), "ocr", T0 + 1)
     reported = await store.report(task.id, key.id, correct=True)

@@ -28,6 +28,7 @@ def task(status: TaskStatus, task_type: TaskType = TaskType.IMAGE_TO_TEXT, **kw:
         "deadline_at": 1692863656.4,
         "cost": 2990,
         "ip": "1.2.3.4",
+        "expires_at": 1692949936.4,
         "attempts": 1,
         "finished_at": 1692863556.9,
         **kw,

@@ -50,7 +50,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_task(
-        self, key_id: int, spec: TaskSpec, cost: int, ip: str, now: float, deadline_at: float
+        self,
+        key_id: int,
+        spec: TaskSpec,
+        cost: int,
+        ip: str,
+        now: float,
+        deadline_at: float,
+        expires_at: float,
     ) -> Task:
         """Debit `cost` and queue the task in one step.
 
@@ -125,8 +132,8 @@ class Store(abc.ABC):
         """Fail (and refund) every unfinished task whose deadline has passed."""
 
     @abc.abstractmethod
-    async def purge(self, created_before: float, limit: int) -> int:
-        """Delete up to `limit` tasks created before the given time."""
+    async def purge(self, now: float, limit: int) -> int:
+        """Delete up to `limit` tasks whose retention has run out."""
 
     @abc.abstractmethod
     async def queue_depth(self) -> int:

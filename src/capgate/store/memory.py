@@ -68,7 +68,14 @@ class MemoryStore(Store):
     # --- tasks ------------------------------------------------------------------------
 
     async def create_task(
-        self, key_id: int, spec: TaskSpec, cost: int, ip: str, now: float, deadline_at: float
+        self,
+        key_id: int,
+        spec: TaskSpec,
+        cost: int,
+        ip: str,
+        now: float,
+        deadline_at: float,
+        expires_at: float,
     ) -> Task:
         key = self._keys[key_id]
         if cost > 0 and key.balance < cost:
@@ -85,6 +92,7 @@ class MemoryStore(Store):
             deadline_at=deadline_at,
             cost=cost,
             ip=ip,
+            expires_at=expires_at,
         )
         self._next_task_id += 1
         self._tasks[task.id] = task
@@ -217,8 +225,8 @@ class MemoryStore(Store):
                 count += 1
         return count
 
-    async def purge(self, created_before: float, limit: int) -> int:
-        doomed = [t.id for t in self._tasks.values() if t.created_at < created_before][:limit]
+    async def purge(self, now: float, limit: int) -> int:
+        doomed = [t.id for t in self._tasks.values() if t.expires_at <= now][:limit]
         for task_id in doomed:
             del self._tasks[task_id]
         return len(doomed)

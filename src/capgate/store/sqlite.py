@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     deadline_at REAL NOT NULL,
     cost INTEGER NOT NULL,
     ip TEXT NOT NULL,
+    expires_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -67,11 +68,12 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (type, id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (lease_expires_at) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (deadline_at) WHERE status < 2;
-CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at);
+CREATE INDEX IF NOT EXISTS tasks_expiring ON tasks (expires_at);
 """
 
 _TASK_COLUMNS = (
-    "id, key_id, type, params, body, status, created_at, deadline_at, cost, ip, started_at,"
+    "id, key_id, type, params, body, status, created_at, deadline_at, cost, ip, expires_at,"
+    " started_at,"
     " finished_at, attempts, polls, solver, solution, error_code, error_description,"
     " lease_token, lease_expires_at, verdict"
 )
@@ -92,8 +94,8 @@ class _Q:
     refund = "UPDATE keys SET balance = balance + ? WHERE id = ?"
     charge = "UPDATE keys SET spent = spent + ? WHERE id = ?"
     insert_task = (
-        "INSERT INTO tasks (key_id, type, params, body, status, created_at, deadline_at, cost, ip)"
-        " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)"
+        "INSERT INTO tasks (key_id, type, params, body, status, created_at, deadline_at, cost, ip,"
+        " expires_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"
         f" RETURNING {_TASK_COLUMNS}"
     )
     task_by_id = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
@@ -134,7 +136,7 @@ class _Q:
     )
     purge = (
         "DELETE FROM tasks WHERE id IN"
-        " (SELECT id FROM tasks WHERE created_at < ? ORDER BY created_at LIMIT ?)"
+        " (SELECT id FROM tasks WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
     )
     queue_depth = "SELECT count(*) FROM tasks WHERE status = 0"
     verdict = (
@@ -209,7 +211,14 @@ class SqliteStore(Store):
     # --- tasks ------------------------------------------------------------------------
 
     async def create_task(
-        self, key_id: int, spec: TaskSpec, cost: int, ip: str, now: float, deadline_at: float
+        self,
+        key_id: int,
+        spec: TaskSpec,
+        cost: int,
+        ip: str,
+        now: float,
+        deadline_at: float,
+        expires_at: float,
     ) -> Task:
         db = self.db
         with _transaction(db):
@@ -226,6 +235,7 @@ class SqliteStore(Store):
                     deadline_at,
                     cost,
                     ip,
+                    expires_at,
                 ),
             ).fetchone()
         return _task(row)
@@ -345,8 +355,8 @@ class SqliteStore(Store):
                 )
         return len(rows)
 
-    async def purge(self, created_before: float, limit: int) -> int:
-        return self.db.execute(_Q.purge, (created_before, limit)).rowcount
+    async def purge(self, now: float, limit: int) -> int:
+        return self.db.execute(_Q.purge, (now, limit)).rowcount
 
     async def queue_depth(self) -> int:
         row = self.db.execute(_Q.queue_depth).fetchone()
@@ -400,6 +410,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         deadline_at,
         cost,
         ip,
+        expires_at,
         started_at,
         finished_at,
         attempts,
@@ -423,6 +434,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         deadline_at=deadline_at,
         cost=cost,
         ip=ip,
+        expires_at=expires_at,
         started_at=started_at,
         finished_at=finished_at,
         attempts=attempts,
