@@ -21,7 +21,9 @@ from capgate.api.http import (
     send_response,
 )
 from capgate.api.json_routes import mount_json_dialect, mount_root
+from capgate.api.legacy_routes import mount_twocaptcha_legacy
 from capgate.api.openapi import DOCUMENTS
+from capgate.api.rest_routes import mount_ucaptcha
 from capgate.api.routing import Handler, Route, Routes
 from capgate.clock import Clock, OffsetClock
 from capgate.config import Settings
@@ -72,6 +74,8 @@ class App:
         mount_root(self.routes, self.service, settings, anticaptcha, JSON_DIALECTS)
         for prefix, dialect in JSON_PREFIXES.items():
             mount_json_dialect(self.routes, self.service, settings, prefix, dialect)
+        mount_ucaptcha(self.routes, self.service)
+        mount_twocaptcha_legacy(self.routes, self.service)
         self.routes.add("/healthz", Route(self._healthz, _plain_error))
         for name, document in DOCUMENTS.items():
             self.routes.add(

@@ -91,7 +91,9 @@ def json_handlers(service: Service, settings: Settings, dialect: JsonDialect) ->
         create = dialect.parse_create(request.body)
         key = await service.authenticate(create.client_key)
         spec = dialect.parse_task(create.task)
-        task = await service.create_task(key, spec, request.client_ip)
+        task = await service.create_task(
+            key, spec, request.client_ip, retention_seconds=dialect.RETENTION_SECONDS
+        )
         if spec.type in dialect.SYNC_TYPES:
             task = await service.wait_until_final(task, settings.sync_wait_seconds)
         return Response(dialect.render_created(task))

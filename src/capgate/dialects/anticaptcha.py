@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from capgate.dialects import ids
 from capgate.dialects.base import CreateRequest, ReportRequest
 from capgate.dialects.tasknames import task_type_for
 from capgate.model import (
@@ -51,6 +52,7 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
 
 
 # Every task is answered asynchronously: createTask returns only the id.
+RETENTION_SECONDS: float | None = None  # The server's setting (24 h by default, seed 001).
 SYNC_TYPES: frozenset[TaskType] = frozenset()
 
 # Anti-Captcha's report methods, and 2Captcha API v2's shorter names.
@@ -67,7 +69,8 @@ _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
-def _object(body: bytes) -> dict[str, Any]:
+def read_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or BAD_REQUEST."""
     try:
         value = _decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -79,7 +82,8 @@ def _object(body: bytes) -> dict[str, Any]:
     return value
 
 
-def _client_key(request: dict[str, Any]) -> str:
+def read_client_key(request: dict[str, Any]) -> str:
+    """The clientKey field, or KEY_DOES_NOT_EXIST."""
     key = request.get("clientKey")
     if not isinstance(key, str) or not key:
         raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "clientKey is missing or not a string")
@@ -88,8 +92,8 @@ def _client_key(request: dict[str, Any]) -> str:
 
 def parse_create(body: bytes) -> CreateRequest:
     """Read a createTask request: the key and the raw task object."""
-    request = _object(body)
-    client_key = _client_key(request)
+    request = read_object(body)
+    client_key = read_client_key(request)
     task = request.get("task")
     if task is None or task == "" or task == {}:
         raise CapgateError(ErrorCode.TASK_ABSENT, "The task property is empty or missing")
@@ -146,33 +150,28 @@ def decode_image(value: Any) -> bytes:
 
 def parse_result(body: bytes) -> tuple[str, int]:
     """Read a getTaskResult request: the key and the task id (an int, or a numeric string)."""
-    request = _object(body)
-    client_key = _client_key(request)
+    request = read_object(body)
+    client_key = read_client_key(request)
     return client_key, parse_task_id(request.get("taskId"))
 
 
 def parse_task_id(value: Any) -> int:
-    """A task id given as an integer or as a string of digits."""
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if not isinstance(value, int):
-        raise CapgateError(ErrorCode.TASK_NOT_FOUND, "taskId is missing or not an integer")
-    if not 0 < value < 2**63:
-        raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {value} does not exist")
-    return value
+    """A task id given as an integer or a string of digits (or another dialect's form)."""
+    task_id = ids.parse_id(value)
+    if task_id is None:
+        raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"taskId {value!r} is not a task id")
+    return task_id
 
 
 def parse_balance(body: bytes) -> str:
     """Read a getBalance request: the key."""
-    return _client_key(_object(body))
+    return read_client_key(read_object(body))
 
 
 def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:
     """Read a report request: the key and the task id; the path carries the verdict."""
-    request = _object(body)
-    client_key = _client_key(request)
+    request = read_object(body)
+    client_key = read_client_key(request)
     task_id = parse_task_id(request.get("taskId"))
     return ReportRequest(client_key, task_id, bool(verdict))
 

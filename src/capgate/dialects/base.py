@@ -28,6 +28,8 @@ class ReportRequest(msgspec.Struct, frozen=True):
 class JsonDialect(Protocol):
     """The functions (and constants) a createTask / getTaskResult dialect module defines."""
 
+    # How long this vendor keeps results (None: the server's retention_seconds).
+    RETENTION_SECONDS: float | None
     # Task types whose createTask waits for the answer and returns it (CapSolver's images).
     SYNC_TYPES: frozenset[TaskType]
     # Report endpoints: path name -> the verdict it carries (None: read it from the body).

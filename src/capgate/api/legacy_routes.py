@@ -1,0 +1,89 @@
+"""2Captcha's legacy API: /in.php and /res.php, form or multipart in, plain text or JSON out.
+
+`2captcha-python` speaks only this API and never asks for JSON; other clients send `json=1`.
+Every answer, errors included, is HTTP 200, as the vendor does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from capgate.api.http import JSON, TEXT, Request, Response
+from capgate.api.routing import Handler, Route, Routes
+from capgate.dialects import twocaptcha_legacy as legacy
+from capgate.model import CapgateError, ErrorCode, Task
+from capgate.service import Service
+
+log = logging.getLogger("capgate.api")
+
+
+def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
+    """Serve /in.php and /res.php."""
+
+    async def in_php(request: Request) -> Response:
+        form = legacy.parse_form(request.header(b"content-type"), request.query, request.body)
+        secret, spec, as_json = legacy.parse_in(form)
+        key = await service.authenticate(secret)
+        task = await service.create_task(key, spec, request.client_ip)
+        return _answer(legacy.render_in(task, as_json), as_json)
+
+    async def res_php(request: Request) -> Response:
+        form = legacy.parse_form(request.header(b"content-type"), request.query, request.body)
+        res = legacy.parse_res(form)
+        key = await service.authenticate(res.key)
+        if res.action == "getbalance":
+            return _answer(
+                legacy.render_balance(await service.balance(key), res.as_json), res.as_json
+            )
+        if res.action in ("reportbad", "reportgood"):
+            await service.report(key, res.task_ids[0], res.action == "reportgood")
+            return _answer(legacy.render_reported(res.as_json), res.as_json)
+        with_price = res.action == "get2"
+        if len(res.task_ids) == 1:
+            task = await service.get_result(key, res.task_ids[0])
+            return _answer(legacy.render_res_task(task, res.as_json, with_price), res.as_json)
+        tasks: list[Task | None] = []
+        for task_id in res.task_ids:
+            try:
+                tasks.append(await service.get_result(key, task_id))
+            except CapgateError:
+                tasks.append(None)
+        return _answer(legacy.render_res_many(tasks, res.as_json), res.as_json)
+
+    routes.add("/in.php", Route(_guarded(in_php), _plain_error))
+    routes.add("/res.php", Route(_guarded(res_php), _plain_error))
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except CapgateError as error:
+            return _error(error, _wants_json(request))
+        except Exception:
+            log.exception("unexpected error on %s", request.path)
+            internal = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
+            return _error(internal, _wants_json(request))
+
+    return guarded
+
+
+def _answer(body: bytes, as_json: bool) -> Response:
+    return Response(body, content_type=JSON if as_json else TEXT)
+
+
+def _error(error: CapgateError, as_json: bool) -> Response:
+    return _answer(legacy.render_error(error, as_json), as_json)
+
+
+def _plain_error(error: CapgateError) -> Response:
+    return _error(error, False)
+
+
+def _wants_json(request: Request) -> bool:
+    """Whether the client asked for JSON; a request too broken to read gets plain text."""
+    try:
+        form = legacy.parse_form(request.header(b"content-type"), request.query, request.body)
+    except CapgateError:
+        return False
+    return legacy.wants_json(form)

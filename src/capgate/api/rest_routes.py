@@ -1,0 +1,62 @@
+"""uCaptcha's REST routes: POST /task/submit and GET /task/result/:id.
+
+Unlike the JSON family, this dialect answers with real HTTP status codes, as its vendor
+documents; the key comes in the `x-api-key` header or `?token=`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from capgate.api.http import Request, Response
+from capgate.api.routing import Handler, Route, Routes
+from capgate.dialects import ucaptcha
+from capgate.model import CapgateError, ErrorCode
+from capgate.service import Service
+
+log = logging.getLogger("capgate.api")
+
+RESULT_PREFIX = "/task/result/"
+
+
+def mount_ucaptcha(routes: Routes, service: Service) -> None:
+    """Serve uCaptcha's REST routes."""
+
+    async def submit(request: Request) -> Response:
+        if request.method != "POST":
+            raise CapgateError(ErrorCode.NO_SUCH_METHOD, "Use POST for /task/submit")
+        key = await service.authenticate(ucaptcha.client_key(request.headers, request.query))
+        spec = ucaptcha.parse_submit(request.body)
+        task = await service.create_task(key, spec, request.client_ip)
+        return _response(*ucaptcha.render_submitted(task))
+
+    async def result(request: Request) -> Response:
+        if request.method != "GET":
+            raise CapgateError(ErrorCode.NO_SUCH_METHOD, "Use GET for /task/result/:id")
+        key = await service.authenticate(ucaptcha.client_key(request.headers, request.query))
+        task_id = ucaptcha.parse_task_id(request.path.removeprefix(RESULT_PREFIX))
+        return _response(*ucaptcha.render_result(await service.get_result(key, task_id)))
+
+    routes.add("/task/submit", Route(_guarded(submit), _on_error))
+    routes.add_prefix(RESULT_PREFIX, Route(_guarded(result), _on_error))
+
+
+def _response(status: int, body: bytes) -> Response:
+    return Response(body, status=status)
+
+
+def _on_error(error: CapgateError) -> Response:
+    return _response(*ucaptcha.render_error(error))
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except CapgateError as error:
+            return _on_error(error)
+        except Exception:
+            log.exception("unexpected error on %s", request.path)
+            return _on_error(CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again"))
+
+    return guarded

@@ -1,0 +1,146 @@
+"""Vast's dialect, served under /api/solver (seed 003).
+
+processing / ready / failed, with a failure's details in a nested `error` object. The seed's
+failure example says `"status": "error"` while its status list says `failed`: capgate
+answers `failed`, the documented status word. Every answer also carries a top-level
+`errorId` (CLIENTS.md rule 2: `status: "failed"` with no error at the top breaks clients),
+so a failure has both the top-level error fields and the nested object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from capgate.dialects import ids
+from capgate.dialects.anticaptcha import (
+    parse_create,
+    parse_task,
+    read_client_key,
+    read_object,
+)
+from capgate.dialects.base import ReportRequest
+from capgate.dialects.capsolver import task_id_of
+from capgate.model import CapgateError, ErrorCode, Key, Task, TaskStatus, TaskType
+
+__all__ = [
+    "ERRORS",
+    "REPORT_PATHS",
+    "RETENTION_SECONDS",
+    "SYNC_TYPES",
+    "parse_balance",
+    "parse_create",
+    "parse_report",
+    "parse_result",
+    "parse_task",
+    "render_balance",
+    "render_created",
+    "render_error",
+    "render_reported",
+    "render_result",
+    "render_solution",
+]
+
+# Seed 003's codes where it names them; the Anti-Captcha family's elsewhere.
+ERRORS: dict[ErrorCode, str] = {
+    ErrorCode.BAD_REQUEST: "ERROR_BAD_PARAMETERS",
+    ErrorCode.KEY_DOES_NOT_EXIST: "ERROR_KEY_DOES_NOT_EXIST",
+    ErrorCode.ZERO_BALANCE: "ERROR_ZERO_BALANCE",
+    ErrorCode.TASK_ABSENT: "ERROR_TASK_ABSENT",
+    ErrorCode.TASK_NOT_SUPPORTED: "ERROR_TASK_NOT_SUPPORTED",
+    ErrorCode.ZERO_CAPTCHA_FILESIZE: "ERROR_ZERO_CAPTCHA_FILESIZE",
+    ErrorCode.TOO_BIG_CAPTCHA_FILESIZE: "ERROR_TOO_BIG_CAPTCHA_FILESIZE",
+    ErrorCode.REQUEST_TOO_LARGE: "ERROR_TOO_BIG_CAPTCHA_FILESIZE",
+    ErrorCode.IMAGE_TYPE_NOT_SUPPORTED: "ERROR_IMAGE_TYPE_NOT_SUPPORTED",
+    ErrorCode.TASK_NOT_FOUND: "ERROR_TASK_NOT_FOUND",
+    ErrorCode.POLL_LIMIT_EXCEEDED: "ERROR_TASK_NOT_FOUND",
+    ErrorCode.NOT_REPORTABLE: "ERROR_TASK_NOT_FOUND",
+    ErrorCode.CAPTCHA_UNSOLVABLE: "ERROR_CAPTCHA_UNSOLVABLE",
+    ErrorCode.TASK_TIMEOUT: "ERROR_CAPTCHA_UNSOLVABLE",
+    ErrorCode.NO_SUCH_METHOD: "ERROR_NO_SUCH_METHOD",
+    ErrorCode.INTERNAL: "ERROR_NO_SLOT_AVAILABLE",
+}
+
+RETENTION_SECONDS: float | None = None
+SYNC_TYPES: frozenset[TaskType] = frozenset()
+REPORT_PATHS: dict[str, bool | None] = {"reportIncorrect": False, "reportCorrect": True}
+
+_encoder = msgspec.json.Encoder()
+
+
+def parse_result(body: bytes) -> tuple[str, int]:
+    """Read a getTaskResult request: the key and the (UUID) task id."""
+    request = read_object(body)
+    return read_client_key(request), task_id_of(request.get("taskId"))
+
+
+def parse_balance(body: bytes) -> str:
+    """Read a getBalance request: the key."""
+    return read_client_key(read_object(body))
+
+
+def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:
+    """Read a report request; the path says whether the answer was correct."""
+    request = read_object(body)
+    return ReportRequest(read_client_key(request), task_id_of(request.get("taskId")), bool(verdict))
+
+
+def render_solution(task: Task) -> dict[str, Any]:
+    """Seed 003's solution fields for each task type."""
+    solution = task.solution
+    if solution is None:
+        return {}
+    out: dict[str, Any] = {}
+    if task.type is TaskType.IMAGE_TO_TEXT:
+        out["text"] = solution.text or ""
+    elif task.type in (
+        TaskType.RECAPTCHA_V2,
+        TaskType.RECAPTCHA_V2_ENTERPRISE,
+        TaskType.RECAPTCHA_V3,
+    ):
+        out["gRecaptchaResponse"] = solution.token or ""
+        if task.type is TaskType.RECAPTCHA_V3 and solution.score is not None:
+            out["score"] = solution.score
+    else:
+        out["token"] = solution.token or ""
+    if solution.user_agent:
+        out["userAgent"] = solution.user_agent
+    return out
+
+
+def _error_fields(code: ErrorCode, description: str) -> dict[str, Any]:
+    return {"errorId": 1, "errorCode": ERRORS[code], "errorDescription": description}
+
+
+def render_created(task: Task) -> bytes:
+    """The createTask answer: errorId and the task's UUID."""
+    return _encoder.encode({"errorId": 0, "taskId": ids.to_uuid(task.id, task.created_at)})
+
+
+def render_result(task: Task) -> bytes:
+    """The getTaskResult answer (seed 003)."""
+    if task.status is TaskStatus.READY:
+        return _encoder.encode({"errorId": 0, "status": "ready", "solution": render_solution(task)})
+    if task.status is TaskStatus.FAILED:
+        error = _error_fields(
+            task.error_code or ErrorCode.CAPTCHA_UNSOLVABLE, task.error_description or ""
+        )
+        return _encoder.encode({**error, "status": "failed", "error": error})
+    return b'{"errorId":0,"status":"processing"}'
+
+
+def render_balance(key: Key) -> bytes:
+    """The getBalance answer."""
+    return _encoder.encode({"errorId": 0, "balance": key.balance / 1_000_000})
+
+
+def render_reported(task: Task) -> bytes:
+    """The answer to an accepted report."""
+    return b'{"errorId":0,"status":"success"}'
+
+
+def render_error(error: CapgateError) -> bytes:
+    """A request-level error: the top-level fields and the same in a nested `error`."""
+    fields = _error_fields(error.code, error.description)
+    return _encoder.encode({**fields, "error": fields})
