@@ -15,7 +15,7 @@ from tests.support import BOOTSTRAP_KEY, CapgateServer
 pytestmark = pytest.mark.system
 
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
-DIALECTS = ["anticaptcha"]
+DIALECTS = ["anticaptcha", "capsolver", "anysolver", "vast", "ucaptcha", "2captcha-legacy"]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

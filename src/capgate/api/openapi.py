@@ -182,6 +182,329 @@ def anticaptcha_family(prefix: str = "") -> Schema:
     }
 
 
+def _obj(required: list[str], properties: Schema, closed: bool = True) -> Schema:
+    schema: Schema = {"type": "object", "required": required, "properties": properties}
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _document(title: str, description: str, paths: Schema) -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"capgate: {title}", "version": "1", "description": description},
+        "paths": paths,
+    }
+
+
+_STRING_ID = {"type": "string"}
+_ANY_ID = {"oneOf": [{"type": "integer"}, {"type": "string"}]}
+_ID_REQUEST = _obj(
+    ["clientKey", "taskId"], {"clientKey": {"type": "string"}, "taskId": _ANY_ID}, False
+)
+
+
+def capsolver() -> Schema:
+    """CapSolver's dialect under /capsolver."""
+    error = _obj(
+        ["errorId", "errorCode", "errorDescription"],
+        {
+            "errorId": {"const": 1},
+            "errorCode": {"type": "string", "pattern": "^ERROR_"},
+            "errorDescription": {"type": "string"},
+            "taskId": _STRING_ID,
+        },
+    )
+    task = _obj(
+        ["errorId", "errorCode", "errorDescription", "taskId", "status"],
+        {
+            "errorId": {"const": 0},
+            "errorCode": {"const": ""},
+            "errorDescription": {"const": ""},
+            "taskId": _STRING_ID,
+            "status": {"enum": ["idle", "processing", "ready"]},
+            "solution": _SOLUTION,
+        },
+    )
+    balance = _obj(
+        ["errorId", "balance", "packages"],
+        {"errorId": {"const": 0}, "balance": {"type": "number"}, "packages": {"type": "array"}},
+    )
+    feedback_request = _obj(
+        ["clientKey", "taskId", "result"],
+        {
+            "clientKey": {"type": "string"},
+            "taskId": _ANY_ID,
+            "result": _obj(["invalid"], {"invalid": {"type": "boolean"}}, False),
+        },
+        False,
+    )
+    feedback = _obj(
+        ["errorId", "errorCode", "errorDescription", "message"],
+        {
+            "errorId": {"const": 0},
+            "errorCode": {"const": ""},
+            "errorDescription": {"const": ""},
+            "message": {"type": "string"},
+        },
+    )
+    p = "/capsolver"
+    return _document(
+        "CapSolver dialect",
+        "CapSolver's createTask / getTaskResult: string ids, idle / processing / ready, "
+        "errorId 1 with string codes, image tasks answered inside createTask.",
+        {
+            f"{p}/createTask": _operation("Create a task", _CREATE_REQUEST, [task, error]),
+            f"{p}/getTaskResult": _operation("Read a task", _ID_REQUEST, [task, error]),
+            f"{p}/getBalance": _operation("Read the balance", _KEY_ONLY, [balance, error]),
+            f"{p}/feedbackTask": _operation(
+                "Report on an answer", feedback_request, [feedback, error]
+            ),
+        },
+    )
+
+
+def anysolver() -> Schema:
+    """AnySolver's dialect under /anysolver."""
+    error = _obj(
+        ["errorId", "errorCode", "errorDescription"],
+        {
+            "errorId": {"enum": [1, 2]},
+            "errorCode": {"type": "string", "pattern": "^(?!ERROR_)[A-Z_]+$"},
+            "errorDescription": {"type": "string"},
+        },
+    )
+    task = _obj(
+        ["status", "taskId", "errorId", "taskType", "provider", "solution"],
+        {
+            "status": {"enum": ["processing", "ready", "failed"]},
+            "taskId": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
+            "errorId": {"enum": [0, 1, 2]},
+            "errorCode": {"type": "string"},
+            "errorDescription": {"type": "string"},
+            "cost": {"type": "number"},
+            "taskType": {"type": "string"},
+            "provider": {"type": "string"},
+            "solution": {"oneOf": [{"type": "null"}, _SOLUTION]},
+        },
+    )
+    balance = _obj(["errorId", "balance"], {"errorId": {"const": 0}, "balance": {"type": "number"}})
+    reported = _obj(["errorId", "taskId"], {"errorId": {"const": 0}, "taskId": _STRING_ID})
+    p = "/anysolver"
+    return _document(
+        "AnySolver dialect",
+        "AnySolver's API: ULID ids, processing / ready / failed, errorId 0/1/2, codes "
+        "without the ERROR_ prefix, cost as a number, taskType and provider in every answer.",
+        {
+            f"{p}/createTask": _operation("Create a task", _CREATE_REQUEST, [task, error]),
+            f"{p}/getTaskResult": _operation("Read a task", _ID_REQUEST, [task, error]),
+            f"{p}/getBalance": _operation("Read the balance", _KEY_ONLY, [balance, error]),
+            f"{p}/reportIncorrect": _operation(
+                "Report a wrong answer", _ID_REQUEST, [reported, error]
+            ),
+            f"{p}/reportCorrect": _operation(
+                "Report a right answer", _ID_REQUEST, [reported, error]
+            ),
+        },
+    )
+
+
+def vast() -> Schema:
+    """Vast's dialect under /api/solver."""
+    fields = {
+        "errorId": {"const": 1},
+        "errorCode": {"type": "string", "pattern": "^ERROR_"},
+        "errorDescription": {"type": "string"},
+    }
+    nested = _obj(["errorId", "errorCode", "errorDescription"], fields)
+    error = _obj(["errorId", "errorCode", "errorDescription", "error"], {**fields, "error": nested})
+    failed = _obj(
+        ["errorId", "errorCode", "errorDescription", "status", "error"],
+        {**fields, "status": {"const": "failed"}, "error": nested},
+    )
+    solution = _obj(
+        [],
+        {
+            "text": {"type": "string"},
+            "gRecaptchaResponse": {"type": "string"},
+            "token": {"type": "string"},
+            "score": {"type": "number"},
+            "userAgent": {"type": "string"},
+        },
+    )
+    processing = _obj(
+        ["errorId", "status"], {"errorId": {"const": 0}, "status": {"const": "processing"}}
+    )
+    ready = _obj(
+        ["errorId", "status", "solution"],
+        {"errorId": {"const": 0}, "status": {"const": "ready"}, "solution": solution},
+    )
+    created = _obj(["errorId", "taskId"], {"errorId": {"const": 0}, "taskId": _STRING_ID})
+    balance = _obj(["errorId", "balance"], {"errorId": {"const": 0}, "balance": {"type": "number"}})
+    p = "/api/solver"
+    return _document(
+        "Vast dialect",
+        "Vast's solver API: processing / ready / failed with the nested error object.",
+        {
+            f"{p}/createTask": _operation("Create a task", _CREATE_REQUEST, [created, error]),
+            f"{p}/getTaskResult": _operation(
+                "Read a task", _ID_REQUEST, [processing, ready, failed, error]
+            ),
+            f"{p}/getBalance": _operation("Read the balance", _KEY_ONLY, [balance, error]),
+            f"{p}/reportIncorrect": _operation(
+                "Report a wrong answer", _ID_REQUEST, [_REPORTED, error]
+            ),
+            f"{p}/reportCorrect": _operation(
+                "Report a right answer", _ID_REQUEST, [_REPORTED, error]
+            ),
+        },
+    )
+
+
+def ucaptcha() -> Schema:
+    """uCaptcha's REST routes."""
+    error = _obj(["error", "code"], {"error": {"type": "string"}, "code": {"type": "string"}})
+    not_found = _obj(["status"], {"status": {"const": "NOT_FOUND"}})
+    result = _obj(
+        ["status"],
+        {
+            "status": {"enum": ["QUEUED", "RUNNING", "SUCCESS", "FAILED"]},
+            "result": _obj(
+                ["token"],
+                {
+                    "token": {"type": "string"},
+                    "text": {"type": "string"},
+                    "userAgent": {"type": "string"},
+                },
+            ),
+            "error": {"type": "string"},
+        },
+    )
+    submitted = _obj(
+        ["task_id", "status"],
+        {"task_id": _STRING_ID, "status": {"enum": ["QUEUED", "RUNNING", "SUCCESS", "FAILED"]}},
+    )
+
+    def answers(ok: Schema, statuses: list[int]) -> Schema:
+        out: Schema = {
+            "200": {"description": "OK", "content": {"application/json": {"schema": ok}}}
+        }
+        for status in statuses:
+            schema = {"oneOf": [error, not_found]} if status == 404 else error
+            out[str(status)] = {
+                "description": "An error, with the vendor's HTTP status.",
+                "content": {"application/json": {"schema": schema}},
+            }
+        return out
+
+    key = [
+        {"name": "x-api-key", "in": "header", "required": False, "schema": {"type": "string"}},
+        {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+    ]
+    task = _obj(
+        ["type"],
+        {
+            "type": {"type": "string"},
+            "sitekey": {"type": "string"},
+            "url": {"type": "string"},
+            "body": {"type": "string"},
+        },
+        False,
+    )
+    return _document(
+        "uCaptcha REST dialect",
+        "POST /task/submit and GET /task/result/{id}; real HTTP status codes.",
+        {
+            "/task/submit": {
+                "post": {
+                    "summary": "Submit a task",
+                    "parameters": key,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": task}},
+                    },
+                    "responses": answers(submitted, [400, 401, 402, 413, 503]),
+                }
+            },
+            "/task/result/{task_id}": {
+                "get": {
+                    "summary": "Poll a task",
+                    "parameters": [
+                        {
+                            "name": "task_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                        },
+                        *key,
+                    ],
+                    "responses": answers(result, [401, 404, 429, 503]),
+                }
+            },
+        },
+    )
+
+
+def twocaptcha_legacy() -> Schema:
+    """2Captcha's legacy /in.php and /res.php."""
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    envelope = _obj(
+        ["status", "request"],
+        {
+            "status": {"enum": [0, 1]},
+            "request": {"type": "string"},
+            "price": {"type": "string"},
+            "error_text": {"type": "string"},
+            "useragent": {"type": "string"},
+        },
+    )
+    answers = {
+        "200": {
+            "description": "Plain text, or JSON with json=1; errors too are HTTP 200.",
+            "content": {**text, "application/json": {"schema": envelope}},
+        }
+    }
+    params = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+        for name in ("key", "action", "id", "ids", "json")
+    ]
+    form = _obj(
+        [],
+        {
+            name: {"type": "string"}
+            for name in ("key", "method", "body", "googlekey", "sitekey", "pageurl", "json")
+        },
+        False,
+    )
+    return _document(
+        "2Captcha legacy dialect",
+        "in.php / res.php: form or multipart in, plain text or JSON out.",
+        {
+            "/in.php": {
+                "post": {
+                    "summary": "Submit a captcha",
+                    "requestBody": {
+                        "content": {"application/x-www-form-urlencoded": {"schema": form}}
+                    },
+                    "responses": answers,
+                }
+            },
+            "/res.php": {
+                "get": {
+                    "summary": "Results, balance, reports",
+                    "parameters": params,
+                    "responses": answers,
+                }
+            },
+        },
+    )
+
+
 DOCUMENTS: dict[str, Schema] = {
     "anticaptcha": anticaptcha_family(),
+    "capsolver": capsolver(),
+    "anysolver": anysolver(),
+    "vast": vast(),
+    "ucaptcha": ucaptcha(),
+    "2captcha-legacy": twocaptcha_legacy(),
 }
