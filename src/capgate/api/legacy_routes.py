@@ -39,7 +39,7 @@ def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
             await service.report(key, res.task_ids[0], res.action == "reportgood")
             return _answer(legacy.render_reported(res.as_json), res.as_json)
         with_price = res.action == "get2"
-        if len(res.task_ids) == 1:
+        if not res.many:
             task = await service.get_result(key, res.task_ids[0])
             return _answer(legacy.render_res_task(task, res.as_json, with_price), res.as_json)
         tasks: list[Task | None] = []

@@ -2,14 +2,16 @@
 
 Requests are query strings, urlencoded forms or multipart uploads (a `file` part). Answers
 are plain text (`OK|<id>`, `CAPCHA_NOT_READY`, `OK|<answer>`, a bare number for the
-balance, `ERROR_...`) or, with `json=1`, `{"status": 1|0, "request": ...}`. The
-`2captcha-python` SDK never asks for JSON and treats any body containing ERROR as an error.
+balance, `ERROR_...`) or, with `json=1`, `{"status": 1|0, "request": ...}`, always on
+HTTP 200. The `2captcha-python` SDK (twocaptcha/api.py) never asks for JSON, treats any
+other HTTP status as a network error and any body containing ERROR as an API error.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from email.errors import MessageError
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qsl
@@ -30,6 +32,9 @@ from capgate.model import (
 
 Form = dict[str, str | bytes]
 
+# The legacy error string of each internal error, from 2Captcha's in.php / res.php error
+# lists (mirrored by docs.captchaai.com/api/api-error-handling and uCaptcha's error table).
+# Every one contains "ERROR": 2captcha-python detects errors by that substring alone.
 ERRORS: dict[ErrorCode, str] = {
     ErrorCode.BAD_REQUEST: "ERROR_BAD_PARAMETERS",
     ErrorCode.KEY_DOES_NOT_EXIST: "ERROR_KEY_DOES_NOT_EXIST",
@@ -41,30 +46,54 @@ ERRORS: dict[ErrorCode, str] = {
     ErrorCode.REQUEST_TOO_LARGE: "ERROR_TOO_BIG_CAPTCHA_FILESIZE",
     ErrorCode.IMAGE_TYPE_NOT_SUPPORTED: "ERROR_IMAGE_TYPE_NOT_SUPPORTED",
     ErrorCode.TASK_NOT_FOUND: "ERROR_WRONG_CAPTCHA_ID",
+    # A result polled past the cap is gone, as if expired.
     ErrorCode.POLL_LIMIT_EXCEEDED: "ERROR_WRONG_CAPTCHA_ID",
+    # The vendor's REPORT_NOT_RECORDED lacks "ERROR", so the SDK would take it for success.
     ErrorCode.NOT_REPORTABLE: "ERROR_WRONG_CAPTCHA_ID",
     ErrorCode.CAPTCHA_UNSOLVABLE: "ERROR_CAPTCHA_UNSOLVABLE",
     ErrorCode.TASK_TIMEOUT: "ERROR_CAPTCHA_UNSOLVABLE",
+    # res.php without a known action (uCaptcha's table: "Missing action parameter").
     ErrorCode.NO_SUCH_METHOD: "ERROR_EMPTY_ACTION",
     ErrorCode.INTERNAL: "ERROR_NO_SLOT_AVAILABLE",
 }
 
+NOT_READY = "CAPCHA_NOT_READY"  # The vendor's spelling.
+REPORTED = "OK_REPORT_RECORDED"
 ACTIONS = ("get", "get2", "getbalance", "reportbad", "reportgood")
 
-# in.php image options, by their legacy name -> (the JSON family's name, boolean or not).
-_IMAGE_OPTIONS = {
-    "phrase": ("phrase", True),
-    "regsense": ("case", True),
-    "numeric": ("numeric", False),
-    "calc": ("math", True),
-    "min_len": ("minLength", False),
-    "max_len": ("maxLength", False),
-    "language": ("language", False),
-    "lang": ("lang", False),
-    "textinstructions": ("comment", False),
+# in.php image options -> (the Anti-Captcha family's name, kind): 2Captcha's "normal captcha"
+# parameters; 2captcha-python sends regsense / min_len / max_len / textinstructions / lang.
+_IMAGE_OPTIONS: dict[str, tuple[str, str]] = {
+    "phrase": ("phrase", "bool"),
+    "regsense": ("case", "bool"),
+    "numeric": ("numeric", "int"),
+    "calc": ("math", "bool"),
+    "min_len": ("minLength", "int"),
+    "max_len": ("maxLength", "int"),
+    "language": ("language", "int"),
+    "lang": ("lang", "str"),
+    "textinstructions": ("comment", "str"),
 }
+# in.php token-task options -> the Anti-Captcha family's names (2Captcha's method pages;
+# 2captcha-python sends `userAgent` for reCAPTCHA and `useragent` for Turnstile).
+_TOKEN_OPTIONS: dict[str, str] = {
+    "userAgent": "userAgent",
+    "useragent": "userAgent",
+    "action": "pageAction",
+    "min_score": "minScore",
+    "invisible": "isInvisible",
+    "data-s": "recaptchaDataSValue",
+    "cookies": "cookies",
+    "proxy": "proxy",
+    "proxytype": "proxyType",
+    "data": "data",
+    "pagedata": "pagedata",
+    "domain": "apiDomain",
+}
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 _encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
 
 
 class ResRequest(msgspec.Struct, frozen=True):
@@ -74,14 +103,18 @@ class ResRequest(msgspec.Struct, frozen=True):
     action: str
     task_ids: list[int]
     as_json: bool
+    # True when the ids came as `ids=` (answers joined by '|', without "OK|"), even for one.
+    many: bool = False
 
 
 def parse_form(content_type: bytes | None, query: bytes, body: bytes) -> Form:
-    """Query-string parameters merged with an urlencoded or multipart body."""
+    """Query-string parameters merged with an urlencoded, multipart or JSON body."""
     form: Form = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
     kind = (content_type or b"").split(b";")[0].strip().lower()
-    if kind == b"multipart/form-data":
+    if kind == b"multipart/form-data" and body.strip():
         form.update(_multipart(content_type or b"", body))
+    elif kind == b"application/json" and body.strip():
+        form.update(_json_form(body))
     elif body and kind in (b"application/x-www-form-urlencoded", b""):
         try:
             text = body.decode("utf-8")
@@ -92,32 +125,55 @@ def parse_form(content_type: bytes | None, query: bytes, body: bytes) -> Form:
 
 
 def _multipart(content_type: bytes, body: bytes) -> Form:
+    # The body is parsed as a MIME message under the request's own Content-Type header.
     head = b"Content-Type: " + content_type + b"\r\nMIME-Version: 1.0\r\n\r\n"
-    message = BytesParser(policy=HTTP).parsebytes(head + body)
-    if not message.is_multipart():
+    try:
+        message = BytesParser(policy=HTTP).parsebytes(head + body)
+        parts = list(message.iter_parts()) if message.is_multipart() else []
+    except (MessageError, ValueError, TypeError):
+        parts = []
+    if not parts:
         raise CapgateError(ErrorCode.BAD_REQUEST, "The multipart body cannot be read")
     form: Form = {}
-    for part in message.iter_parts():
+    for part in parts:
         name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
+        if not isinstance(name, str) or not name:
             continue
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""
-        if part.get_filename() is not None:
+        # Uploads stay bytes; `file` too when a client leaves out its filename.
+        if part.get_filename() is not None or name == "file":
             form[name] = data
         else:
-            form[name] = data.decode("utf-8", "replace")
+            form[name] = data.decode(part.get_content_charset() or "utf-8", "replace")
+    return form
+
+
+def _json_form(body: bytes) -> Form:
+    try:
+        value = _decoder.decode(body)
+    except msgspec.DecodeError:
+        raise CapgateError(ErrorCode.BAD_REQUEST, "The JSON body cannot be read") from None
+    if not isinstance(value, dict):
+        raise CapgateError(ErrorCode.BAD_REQUEST, "The JSON body must be an object")
+    form: Form = {}
+    for name, item in value.items():
+        if isinstance(item, bool):
+            form[str(name)] = "1" if item else "0"
+        elif isinstance(item, str | int | float):
+            form[str(name)] = str(item)
     return form
 
 
 def _text(form: Form, name: str) -> str:
     value = form.get(name, "")
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return text.strip()
 
 
 def wants_json(form: Form) -> bool:
     """True if the client sent json=1."""
-    return _text(form, "json") == "1"
+    return _text(form, "json").lower() in _TRUE
 
 
 def parse_in(form: Form) -> tuple[str, TaskSpec, bool]:
@@ -127,61 +183,90 @@ def parse_in(form: Form) -> tuple[str, TaskSpec, bool]:
         raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "key is missing")
     method = _text(form, "method").lower()
     as_json = wants_json(form)
+    enterprise = _text(form, "enterprise").lower() in _TRUE
+    # No method at all is an image upload, as in Anti-Captcha's legacy in.php.
     if method in ("post", "base64", ""):
+        if "textcaptcha" in form and "file" not in form and not _text(form, "body"):
+            raise CapgateError(ErrorCode.TASK_NOT_SUPPORTED, "Text captchas are not supported")
         return key, TaskSpec(TaskType.IMAGE_TO_TEXT, _image_params(form), _image(form)), as_json
-    site_key = _text(form, "googlekey") or _text(form, "sitekey")
-    page_url = _text(form, "pageurl")
-    if not site_key:
-        raise CapgateError(ErrorCode.BAD_REQUEST, "googlekey or sitekey is missing")
-    if not page_url:
-        raise CapgateError(ErrorCode.BAD_REQUEST, "pageurl is missing")
     if method == "userrecaptcha":
         version3 = _text(form, "version").lower() == "v3"
-        enterprise = _text(form, "enterprise") == "1"
-        task_type = (
-            TaskType.RECAPTCHA_V3
-            if version3
-            else TaskType.RECAPTCHA_V2_ENTERPRISE
-            if enterprise
-            else TaskType.RECAPTCHA_V2
-        )
+        if version3:
+            # tasknames.py maps RecaptchaV3EnterpriseTask to the same internal type.
+            task_type = TaskType.RECAPTCHA_V3
+        elif enterprise:
+            task_type = TaskType.RECAPTCHA_V2_ENTERPRISE
+        else:
+            task_type = TaskType.RECAPTCHA_V2
+        site_key = _text(form, "googlekey") or _text(form, "sitekey")
     elif method == "hcaptcha":
         task_type = TaskType.HCAPTCHA
+        site_key = _text(form, "sitekey")
     elif method == "turnstile":
         task_type = TaskType.TURNSTILE
+        site_key = _text(form, "sitekey")
     else:
         raise CapgateError(ErrorCode.TASK_NOT_SUPPORTED, f"method {method!r} is not supported")
-    params = {"websiteKey": site_key, "websiteURL": page_url, "vendorType": method}
-    user_agent = _text(form, "userAgent")
-    if user_agent:
-        params["userAgent"] = user_agent
+    # 2Captcha answers ERROR_GOOGLEKEY / ERROR_PAGEURL here; capgate has one code for both.
+    if not site_key:
+        raise CapgateError(ErrorCode.BAD_REQUEST, "googlekey or sitekey is missing")
+    page_url = _text(form, "pageurl")
+    if not page_url:
+        raise CapgateError(ErrorCode.BAD_REQUEST, "pageurl is missing")
+    params: dict[str, object] = {
+        "websiteKey": site_key,
+        "websiteURL": page_url,
+        "vendorType": method,
+    }
+    if task_type is TaskType.RECAPTCHA_V3 and enterprise:
+        params["isEnterprise"] = True
+    for legacy_name, name in _TOKEN_OPTIONS.items():
+        value = _text(form, legacy_name)
+        if value and name not in params:
+            params[name] = value
+    if "isInvisible" in params:
+        params["isInvisible"] = str(params["isInvisible"]).lower() in _TRUE
+    if "minScore" in params:
+        params["minScore"] = _number(str(params["minScore"]), "min_score")
     return key, TaskSpec(task_type, params), as_json
+
+
+def _number(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise CapgateError(ErrorCode.BAD_REQUEST, f"{name} must be a number") from None
 
 
 def _image(form: Form) -> bytes:
     file = form.get("file")
-    if isinstance(file, bytes):
+    if isinstance(file, bytes) and file:
         return file
-    body = _text(form, "body")
-    if not body:
+    value = form.get("body", "")
+    body = value.decode("latin-1") if isinstance(value, bytes) else value
+    if not body.strip():
         raise CapgateError(ErrorCode.ZERO_CAPTCHA_FILESIZE, "No file part and no body")
-    if body.startswith("data:"):
+    if body.lstrip().startswith("data:"):
         body = body.partition(",")[2]
-    try:
-        return base64.b64decode("".join(body.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise CapgateError(ErrorCode.IMAGE_TYPE_NOT_SUPPORTED, "body is not base64") from None
+    # Line breaks and padding whitespace are tolerated; failing that, spaces are taken for
+    # the '+' signs that a form sent without percent-encoding turns into spaces.
+    for candidate in ("".join(body.split()), "".join(body.replace(" ", "+").split())):
+        try:
+            return base64.b64decode(candidate, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+    raise CapgateError(ErrorCode.IMAGE_TYPE_NOT_SUPPORTED, "body is not base64")
 
 
 def _image_params(form: Form) -> dict[str, object]:
     params: dict[str, object] = {"vendorType": "normal"}
-    for legacy_name, (name, boolean) in _IMAGE_OPTIONS.items():
+    for legacy_name, (name, kind) in _IMAGE_OPTIONS.items():
         value = _text(form, legacy_name)
         if not value:
             continue
-        if boolean:
-            params[name] = value == "1"
-        elif value.isdigit():
+        if kind == "bool":
+            params[name] = value.lower() in _TRUE
+        elif kind == "int" and value.lstrip("-").isdigit():
             params[name] = int(value)
         else:
             params[name] = value
@@ -196,19 +281,26 @@ def parse_res(form: Form) -> ResRequest:
     action = _text(form, "action").lower()
     if action not in ACTIONS:
         raise CapgateError(ErrorCode.NO_SUCH_METHOD, f"action {action!r} is not supported")
-    task_ids: list[int] = []
-    if action != "getbalance":
-        raw = _text(form, "ids") or _text(form, "id")
-        for part in raw.split(","):
-            task_id = ids.parse_id(part)
-            if task_id is None:
-                raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"{part!r} is not a captcha id")
-            task_ids.append(task_id)
-    return ResRequest(key, action, task_ids, wants_json(form))
+    as_json = wants_json(form)
+    if action == "getbalance":
+        return ResRequest(key, action, [], as_json)
+    many_ids = _text(form, "ids")
+    if many_ids and action in ("get", "get2"):
+        # Each id keeps its slot; a malformed one becomes 0, which no task has, so its
+        # slot reads ERROR_WRONG_CAPTCHA_ID like any unknown id.
+        slots = [ids.parse_id(part) or 0 for part in many_ids.split(",") if part.strip()]
+        if not slots:
+            raise CapgateError(ErrorCode.TASK_NOT_FOUND, "ids lists no captcha id")
+        return ResRequest(key, action, slots, as_json, many=True)
+    raw = _text(form, "id") or many_ids
+    task_id = ids.parse_id(raw)
+    if task_id is None:
+        raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"{raw!r} is not a captcha id")
+    return ResRequest(key, action, [task_id], as_json)
 
 
 def render_in(task: Task, as_json: bool) -> bytes:
-    """The in.php answer: the new captcha id."""
+    """The in.php answer: the new captcha id, `OK|<id>` or `{"status":1,"request":"<id>"}`."""
     if as_json:
         return _encoder.encode({"status": 1, "request": str(task.id)})
     return f"OK|{task.id}".encode()
@@ -222,18 +314,20 @@ def _answer(task: Task) -> str:
 
 
 def render_res_task(task: Task, as_json: bool, with_price: bool) -> bytes:
-    """One task's state: not ready, its answer, or its error."""
+    """One task's state: not ready, its answer (`get2` adds the price), or its error."""
     if task.status is TaskStatus.FAILED:
         code = task.error_code or ErrorCode.CAPTCHA_UNSOLVABLE
         return render_error(CapgateError(code, task.error_description or ""), as_json)
     if task.status is not TaskStatus.READY:
-        return b'{"status":0,"request":"CAPCHA_NOT_READY"}' if as_json else b"CAPCHA_NOT_READY"
+        # JSON status 0 with CAPCHA_NOT_READY means "wait"; the SDK polls again.
+        return b'{"status":0,"request":"CAPCHA_NOT_READY"}' if as_json else NOT_READY.encode()
     answer = _answer(task)
     price = format_money(task.cost)
     if as_json:
         out: dict[str, object] = {"status": 1, "request": answer}
         if with_price:
             out["price"] = price
+        # 2Captcha's JSON answers for Turnstile and hCaptcha carry the solver's user agent.
         if task.solution is not None and task.solution.user_agent:
             out["useragent"] = task.solution.user_agent
         return _encoder.encode(out)
@@ -241,7 +335,7 @@ def render_res_task(task: Task, as_json: bool, with_price: bool) -> bytes:
 
 
 def render_res_many(tasks: list[Task | None], as_json: bool) -> bytes:
-    """Several tasks' states joined by '|': an answer, CAPCHA_NOT_READY or an error each."""
+    """Answers for `ids=`, in order, joined by '|': the answer, CAPCHA_NOT_READY or an error."""
     parts = []
     for task in tasks:
         if task is None:
@@ -251,29 +345,33 @@ def render_res_many(tasks: list[Task | None], as_json: bool) -> bytes:
         elif task.status is TaskStatus.FAILED:
             parts.append(ERRORS[task.error_code or ErrorCode.CAPTCHA_UNSOLVABLE])
         else:
-            parts.append("CAPCHA_NOT_READY")
+            parts.append(NOT_READY)
     joined = "|".join(parts)
     return _encoder.encode({"status": 1, "request": joined}) if as_json else joined.encode()
 
 
 def render_balance(key: Key, as_json: bool) -> bytes:
-    """The balance as a bare number (or in the JSON envelope)."""
-    balance = format_money(key.balance, 6).rstrip("0").rstrip(".") or "0"
+    """The balance as a bare number such as `9.999` (or in the JSON envelope, as a string)."""
+    balance = format_money(key.balance, 6).rstrip("0").rstrip(".")
+    if balance in ("", "-0"):
+        balance = "0"
     if as_json:
         return _encoder.encode({"status": 1, "request": balance})
     return balance.encode()
 
 
 def render_reported(as_json: bool) -> bytes:
-    """The answer to reportbad / reportgood."""
+    """The answer to reportbad / reportgood: OK_REPORT_RECORDED."""
     if as_json:
         return b'{"status":1,"request":"OK_REPORT_RECORDED"}'
-    return b"OK_REPORT_RECORDED"
+    return REPORTED.encode()
 
 
 def render_error(error: CapgateError, as_json: bool) -> bytes:
     """The vendor's ERROR_ string, or {"status": 0, "request": ..., "error_text": ...}."""
     code = ERRORS[error.code]
     if as_json:
-        return _encoder.encode({"status": 0, "request": code, "error_text": error.description})
+        return _encoder.encode(
+            {"status": 0, "request": code, "error_text": error.description or code}
+        )
     return code.encode()
