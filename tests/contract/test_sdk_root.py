@@ -98,12 +98,12 @@ def test_unicaps_solves_an_image(server: CapgateServer) -> None:
     original = Service.BASE_URL
     Service.BASE_URL = server.base  # CLIENTS.md: set the service object's BASE_URL.
     try:
-        solver = CaptchaSolver(CaptchaSolvingService.ANTI_CAPTCHA, BOOTSTRAP_KEY)
-        assert solver.get_balance() == 10.0
-        solved = solver.solve_image_captcha(base64.b64decode(body))
-        assert isinstance(solved.solution.text, str) and solved.solution.text
-        assert float(solved.cost) == pytest.approx(0.001)
-        solved.report_bad()
-        assert solver.get_balance() == 10.0
+        with CaptchaSolver(CaptchaSolvingService.ANTI_CAPTCHA, BOOTSTRAP_KEY) as solver:
+            assert solver.get_balance() == 10.0
+            solved = solver.solve_image_captcha(base64.b64decode(body))
+            assert isinstance(solved.solution.text, str) and solved.solution.text
+            assert float(solved.cost) == pytest.approx(0.001)
+            solved.report_bad()
+            assert solver.get_balance() == 10.0
     finally:
         Service.BASE_URL = original

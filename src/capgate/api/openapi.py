@@ -363,7 +363,10 @@ def vast() -> Schema:
 
 def ucaptcha() -> Schema:
     """uCaptcha's REST routes."""
-    error = _obj(["error", "code"], {"error": {"type": "string"}, "code": {"type": "string"}})
+    error = _obj(
+        ["status", "error", "code"],
+        {"status": {"const": "FAILED"}, "error": {"type": "string"}, "code": {"type": "string"}},
+    )
     not_found = _obj(["status"], {"status": {"const": "NOT_FOUND"}})
     result = _obj(
         ["status"],

@@ -17,7 +17,6 @@ from capgate.dialects.anticaptcha import (
     parse_task,
     read_client_key,
     read_object,
-    render_solution,
 )
 from capgate.dialects.base import ReportRequest
 from capgate.dialects.capsolver import task_id_of
@@ -38,6 +37,7 @@ __all__ = [
     "render_error",
     "render_reported",
     "render_result",
+    "render_solution",
 ]
 
 # (errorId, errorCode): 1 for external errors, 2 for internal ones (seed 004).
@@ -88,6 +88,21 @@ def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:
     """Read a report request; the path says whether the answer was correct."""
     request = read_object(body)
     return ReportRequest(read_client_key(request), task_id_of(request.get("taskId")), bool(verdict))
+
+
+def render_solution(task: Task) -> dict[str, Any]:
+    """Seed 004: image tasks answer `text`; every token task answers `token`."""
+    solution = task.solution
+    if solution is None:
+        return {}
+    out: dict[str, Any] = (
+        {"text": solution.text or ""}
+        if task.type is TaskType.IMAGE_TO_TEXT
+        else {"token": solution.token or ""}
+    )
+    if solution.user_agent:
+        out["userAgent"] = solution.user_agent
+    return out
 
 
 def _task_answer(task: Task) -> dict[str, Any]:
