@@ -52,6 +52,8 @@ class Settings:
     max_image_pixels: int = 4_000_000
     # How long a dialect that answers inside createTask (CapSolver images) waits for it.
     sync_wait_seconds: float = 10.0
+    # The longest opt-in long-poll ("waitSeconds" / ?wait=) a client may ask for.
+    max_wait_seconds: float = 30.0
     # Background work.
     sweep_interval_seconds: float = 1.0
     dispatch_idle_seconds: float = 0.5

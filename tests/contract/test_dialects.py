@@ -380,3 +380,33 @@ def test_a_key_can_choose_the_dialect_of_the_root(server: CapgateServer) -> None
     assert set(plain) == {"errorId", "taskId"}
     refused = run_cli("keys", "create", "--dialect", "klingon", "--data", str(server.data))
     assert refused.returncode == 1 and "unknown dialect" in refused.stderr
+
+
+# --- long-poll (opt-in) -----------------------------------------------------------------
+
+
+def test_wait_seconds_answers_the_moment_the_task_is_done(server: CapgateServer) -> None:
+    body, _ = captchas(8101, 1)[0]
+    for prefix in ("", "/capsolver", "/anysolver", "/api/solver"):
+        created = server.post(f"{prefix}/createTask", {"clientKey": K, "task": TURNSTILE_PASS})
+        answer = server.post(
+            f"{prefix}/getTaskResult",
+            {"clientKey": K, "taskId": created["taskId"], "waitSeconds": 20},
+        )
+        assert answer["status"] == "ready", (prefix, answer)
+    created = server.post("/createTask", {"clientKey": K, "task": image_task(body)})
+    answer = server.post(
+        "/getTaskResult", {"clientKey": K, "taskId": created["taskId"], "waitSeconds": 20}
+    )
+    assert answer["status"] == "ready"
+    task_id = submit(server, TURNSTILE_PASS)
+    rest = server.http.get(f"/task/result/{task_id}?wait=20", headers={"x-api-key": K})
+    assert rest.json()["status"] == "SUCCESS"
+
+
+def test_wait_seconds_gives_up_and_answers_processing(idle_server: CapgateServer) -> None:
+    created = idle_server.post("/createTask", {"clientKey": K, "task": TURNSTILE_PASS})
+    answer = idle_server.post(
+        "/getTaskResult", {"clientKey": K, "taskId": created["taskId"], "waitSeconds": 0.3}
+    )
+    assert answer == {"errorId": 0, "status": "processing"}

@@ -74,7 +74,7 @@ class App:
         mount_root(self.routes, self.service, settings, anticaptcha, JSON_DIALECTS)
         for prefix, dialect in JSON_PREFIXES.items():
             mount_json_dialect(self.routes, self.service, settings, prefix, dialect)
-        mount_ucaptcha(self.routes, self.service)
+        mount_ucaptcha(self.routes, self.service, settings.max_wait_seconds)
         mount_twocaptcha_legacy(self.routes, self.service)
         self.routes.add("/healthz", Route(self._healthz, _plain_error))
         for name, document in DOCUMENTS.items():

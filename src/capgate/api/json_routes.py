@@ -7,6 +7,7 @@ render with the dialect. Every failure is answered in the dialect's own error sh
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import msgspec
 
@@ -70,6 +71,24 @@ def mount_root(
         routes.add(f"/{method}", Route(root(method), on_error))
 
 
+class _WaitPeek(msgspec.Struct):
+    waitSeconds: Any = None
+
+
+_wait_peek = msgspec.json.Decoder(_WaitPeek)
+
+
+def _wait_seconds(body: bytes) -> float:
+    """The opt-in long-poll: `"waitSeconds": N` answers as soon as the task finishes."""
+    try:
+        value = _wait_peek.decode(body).waitSeconds
+    except msgspec.DecodeError:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if 0 < value < float("inf") else 0.0
+
+
 class _KeyPeek(msgspec.Struct):
     clientKey: str | None = None
 
@@ -101,7 +120,11 @@ def json_handlers(service: Service, settings: Settings, dialect: JsonDialect) ->
     async def get_task_result(request: Request) -> Response:
         client_key, task_id = dialect.parse_result(request.body)
         key = await service.authenticate(client_key)
-        return Response(dialect.render_result(await service.get_result(key, task_id)))
+        task = await service.get_result(key, task_id)
+        wait = _wait_seconds(request.body)
+        if wait > 0:
+            task = await service.wait_until_final(task, min(wait, settings.max_wait_seconds))
+        return Response(dialect.render_result(task))
 
     async def get_balance(request: Request) -> Response:
         key = await service.authenticate(dialect.parse_balance(request.body))

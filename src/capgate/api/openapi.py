@@ -113,10 +113,11 @@ _KEY_ONLY: Schema = {
     "properties": {"clientKey": {"type": "string"}},
 }
 
+_WAIT = {"type": "number", "description": "opt-in long-poll: answer once done, up to N s"}
 _TASK_REQUEST: Schema = {
     "type": "object",
     "required": ["clientKey", "taskId"],
-    "properties": {"clientKey": {"type": "string"}, "taskId": _TASK_ID},
+    "properties": {"clientKey": {"type": "string"}, "taskId": _TASK_ID, "waitSeconds": _WAIT},
 }
 
 _BALANCE: Schema = {
@@ -200,7 +201,9 @@ def _document(title: str, description: str, paths: Schema) -> Schema:
 _STRING_ID = {"type": "string"}
 _ANY_ID = {"oneOf": [{"type": "integer"}, {"type": "string"}]}
 _ID_REQUEST = _obj(
-    ["clientKey", "taskId"], {"clientKey": {"type": "string"}, "taskId": _ANY_ID}, False
+    ["clientKey", "taskId"],
+    {"clientKey": {"type": "string"}, "taskId": _ANY_ID, "waitSeconds": _WAIT},
+    False,
 )
 
 
@@ -440,6 +443,7 @@ def ucaptcha() -> Schema:
                             "schema": {"type": "string", "minLength": 1},
                         },
                         *key,
+                        {"name": "wait", "in": "query", "required": False, "schema": _WAIT},
                     ],
                     "responses": answers(result, [401, 404, 429, 503]),
                 }

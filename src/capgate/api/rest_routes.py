@@ -7,6 +7,7 @@ documents; the key comes in the `x-api-key` header or `?token=`.
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl
 
 from capgate.api.http import Request, Response
 from capgate.api.routing import Handler, Route, Routes
@@ -19,7 +20,7 @@ log = logging.getLogger("capgate.api")
 RESULT_PREFIX = "/task/result/"
 
 
-def mount_ucaptcha(routes: Routes, service: Service) -> None:
+def mount_ucaptcha(routes: Routes, service: Service, max_wait: float) -> None:
     """Serve uCaptcha's REST routes."""
 
     async def submit(request: Request) -> Response:
@@ -35,10 +36,26 @@ def mount_ucaptcha(routes: Routes, service: Service) -> None:
             raise CapgateError(ErrorCode.NO_SUCH_METHOD, "Use GET for /task/result/:id")
         key = await service.authenticate(ucaptcha.client_key(request.headers, request.query))
         task_id = ucaptcha.parse_task_id(request.path.removeprefix(RESULT_PREFIX))
-        return _response(*ucaptcha.render_result(await service.get_result(key, task_id)))
+        task = await service.get_result(key, task_id)
+        wait = _wait_seconds(request.query)
+        if wait > 0:
+            task = await service.wait_until_final(task, min(wait, max_wait))
+        return _response(*ucaptcha.render_result(task))
 
     routes.add("/task/submit", Route(_guarded(submit), _on_error))
     routes.add_prefix(RESULT_PREFIX, Route(_guarded(result), _on_error))
+
+
+def _wait_seconds(query: bytes) -> float:
+    """The opt-in long-poll: `?wait=N` answers as soon as the task finishes."""
+    for name, value in parse_qsl(query.decode("latin-1")):
+        if name == "wait":
+            try:
+                seconds = float(value)
+            except ValueError:
+                return 0.0
+            return seconds if 0 < seconds < float("inf") else 0.0
+    return 0.0
 
 
 def _response(status: int, body: bytes) -> Response:
