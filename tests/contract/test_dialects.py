@@ -410,3 +410,16 @@ def test_wait_seconds_gives_up_and_answers_processing(idle_server: CapgateServer
         "/getTaskResult", {"clientKey": K, "taskId": created["taskId"], "waitSeconds": 0.3}
     )
     assert answer == {"errorId": 0, "status": "processing"}
+
+
+def test_numeric_option_constrains_the_reader(server: CapgateServer) -> None:
+    from capgate.ocr import synth
+
+    images = synth.generate(8201, 3, "0123456789", 4, 4)
+    for png, _ in images:
+        body = base64.b64encode(png).decode()
+        for numeric, allowed in ((1, str.isdigit), (2, str.isalpha)):
+            task = {**image_task(body), "numeric": numeric}
+            created = server.post("/capsolver/createTask", {"clientKey": K, "task": task})
+            text = created["solution"]["text"]
+            assert text and all(allowed(c) for c in text), (numeric, text)

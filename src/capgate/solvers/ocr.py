@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import string
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,12 +26,25 @@ def _load_engine() -> None:
     _engine = OcrEngine(threads=1)
 
 
-def _read(image: bytes) -> tuple[str, float]:
+def _read(image: bytes, allowed: str | None) -> tuple[str, float]:
     if _engine is None:
         _load_engine()
     assert _engine is not None
-    result = _engine.read(image)
+    result = _engine.read(image, allowed)
     return result.text, result.confidence
+
+
+def allowed_characters(params: Mapping[str, Any]) -> str | None:
+    """The characters a task's options allow, for the decoder to choose among.
+
+    `numeric` as the vendors define it: 1 = digits only, 2 = letters only.
+    """
+    numeric = params.get("numeric")
+    if numeric == 1:
+        return string.digits
+    if numeric == 2:
+        return string.ascii_letters
+    return None
 
 
 class OcrSolver(Solver):
@@ -74,7 +88,9 @@ class OcrSolver(Solver):
             raise SolveError(ErrorCode.INTERNAL, "The OCR engine is not running", retry=True)
         loop = asyncio.get_running_loop()
         try:
-            text, confidence = await loop.run_in_executor(self._pool, _read, task.body)
+            text, confidence = await loop.run_in_executor(
+                self._pool, _read, task.body, allowed_characters(task.params)
+            )
         except ValueError as exc:
             raise SolveError(
                 ErrorCode.CAPTCHA_UNSOLVABLE, f"The image cannot be read: {exc}"
