@@ -1,56 +1,109 @@
-"""OCR benchmark: accuracy, speed and memory of the shipped model on fresh captchas.
+"""OCR benchmark: accuracy, speed and memory of the shipped model, beside ddddocr.
 
-    .venv/bin/python benchmarks/ocr.py [--n 1000]
+    .venv/bin/python benchmarks/ocr.py [--n 1000] [--ddddocr] [--realworld DIR]
 
 Test images are made by `capgate.ocr.synth` with fixed seeds that training never uses:
 set B is 4 characters of digits + uppercase, set A is 4-6 characters of digits + upper +
-lower case. Images are read one at a time (one onnxruntime thread), as the server does.
+lower case, both in the `captcha` package's own font; the `-dejavu` sets draw the same
+texts in Debian's DejaVu fonts, which the model never saw. Images are read one at a time
+(one onnxruntime thread), as the server does. With --ddddocr the same images go through
+ddddocr (`pip install 'capgate[ddddocr]'`) in the same run. With --realworld, the labelled
+sets under DIR (each a folder with labels.csv and images/) are read too, zero-shot, with and
+without the decoder limited to digits.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import resource
 import statistics
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from capgate.ocr import synth
 from capgate.ocr.engine import DEFAULT_MODEL, OcrEngine
 
-SETS = {
-    "B": (12_345, synth.CHARSET_B, 4, 4),
-    "A": (23_456, synth.CHARSET_A, 4, 6),
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
+DEJAVU_FONTS = [
+    str(DEJAVU / f) for f in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
+]
+
+SETS: dict[str, tuple[int, str, int, int, bool]] = {
+    "B": (12_345, synth.CHARSET_B, 4, 4, False),
+    "A": (23_456, synth.CHARSET_A, 4, 6, False),
+    "B-dejavu": (34_567, synth.CHARSET_B, 4, 4, True),
+    "A-dejavu": (45_678, synth.CHARSET_A, 4, 6, True),
 }
+
+Reader = Callable[[bytes], str]
+
+
+def measure(name: str, engine: str, read: Reader, samples: Sequence[tuple[bytes, str]]) -> None:
+    """Read every sample one at a time and print one table row."""
+    read(samples[0][0])  # warm-up
+    latencies = []
+    exact = nocase = 0
+    started = time.perf_counter()
+    for png, label in samples:
+        t0 = time.perf_counter()
+        text = read(png)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        exact += text == label
+        nocase += text.lower() == label.lower()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    n = len(samples)
+    p99 = latencies[min(n - 1, int(n * 0.99))]
+    print(
+        f"| {name} | {engine} | {n} | {exact / n:.1%} | {nocase / n:.1%}"
+        f" | {n / elapsed:.0f} | {statistics.median(latencies):.2f} | {p99:.2f} |",
+        flush=True,
+    )
+
+
+def realworld(root: Path) -> dict[str, list[tuple[bytes, str]]]:
+    """Every labelled set under `root`: {name: [(image bytes, label)]}."""
+    sets = {}
+    for labels in sorted(root.glob("*/labels.csv")):
+        with labels.open() as f:
+            rows = list(csv.DictReader(f))
+        images = labels.parent / "images"
+        sets[labels.parent.name] = [((images / r["file"]).read_bytes(), r["label"]) for r in rows]
+    return sets
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=1000, help="images per set")
+    parser.add_argument("--n", type=int, default=1000, help="images per generated set")
+    parser.add_argument("--ddddocr", action="store_true", help="also run ddddocr")
+    parser.add_argument("--realworld", type=Path, help="folder of labelled real-world sets")
     args = parser.parse_args()
 
     engine = OcrEngine(threads=1)
+    readers: dict[str, Reader] = {"capgate": lambda png: engine.read(png).text}
+    if args.ddddocr:
+        import ddddocr
+
+        dddd = ddddocr.DdddOcr(show_ad=False)
+        readers["ddddocr"] = lambda png: str(dddd.classification(png))
+
     print(f"model: {DEFAULT_MODEL.name}, {DEFAULT_MODEL.stat().st_size / 1e6:.2f} MB")
-    print("| set | images | exact | case-insensitive | images/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|")
-    for name, (seed, charset, lo, hi) in SETS.items():
-        samples = synth.generate(seed, args.n, charset, lo, hi)
-        engine.read(samples[0][0])  # warm-up
-        latencies = []
-        exact = nocase = 0
-        started = time.perf_counter()
-        for png, label in samples:
-            t0 = time.perf_counter()
-            text = engine.read(png).text
-            latencies.append((time.perf_counter() - t0) * 1000)
-            exact += text == label
-            nocase += text.lower() == label.lower()
-        elapsed = time.perf_counter() - started
-        latencies.sort()
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(
-            f"| {name} | {args.n} | {exact / args.n:.1%} | {nocase / args.n:.1%}"
-            f" | {args.n / elapsed:.0f} | {statistics.median(latencies):.2f} | {p99:.2f} |"
-        )
+    print("| set | engine | images | exact | case-insensitive | images/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (seed, charset, lo, hi, dejavu) in SETS.items():
+        if dejavu and not DEJAVU.is_dir():
+            continue
+        fonts = DEJAVU_FONTS if dejavu else None
+        samples = synth.generate(seed, args.n, charset, lo, hi, fonts=fonts)
+        for engine_name, read in readers.items():
+            measure(name, engine_name, read, samples)
+    if args.realworld is not None:
+        readers["capgate, digits only"] = lambda png: engine.read(png, "0123456789").text
+        for name, samples in realworld(args.realworld).items():
+            for engine_name, read in readers.items():
+                measure(name, engine_name, read, samples[: args.n])
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {rss_mb:.0f} MB")
 
