@@ -64,13 +64,20 @@ class CRNN(nn.Module):
         return self.classifier(out)  # N, T, classes
 
 
-def _render_chunk(args: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
-    """Render `count` training captchas from one seed as uint8 model-sized grayscale."""
-    seed, count = args
+def _render_chunk(
+    args: tuple[int, int, list[str], float, float],
+) -> tuple[np.ndarray, list[str]]:
+    """Render `count` training captchas from one seed as uint8 model-sized grayscale.
+
+    A share of them is drawn in `fonts` (other than the package's own), and a share is
+    inverted (light text on dark), so the model learns shapes rather than one font's look.
+    """
+    seed, count, fonts, share_fonts, share_inverted = args
     from captcha.image import ImageCaptcha
 
     rng = random.Random(seed)
-    generator = ImageCaptcha(width=160, height=60)
+    default = ImageCaptcha(width=160, height=60)
+    others = ImageCaptcha(width=160, height=60, fonts=fonts) if fonts else default
     images = np.empty((count, HEIGHT, WIDTH), dtype=np.uint8)
     labels = []
     with synth._seeded(rng):
@@ -79,16 +86,28 @@ def _render_chunk(args: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
                 label = synth.random_label(rng, synth.CHARSET_B, 4, 4)
             else:
                 label = synth.random_label(rng, synth.CHARSET_A, 4, 6)
+            generator = others if rng.random() < share_fonts else default
             image: Image.Image = generator.generate_image(label)
             gray = image.convert("L").resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR)
-            images[i] = np.asarray(gray)
+            pixels = np.asarray(gray)
+            images[i] = 255 - pixels if rng.random() < share_inverted else pixels
             labels.append(label)
     return images, labels
 
 
-def render(seed: int, count: int, processes: int) -> tuple[np.ndarray, list[str]]:
+def render(
+    seed: int,
+    count: int,
+    processes: int,
+    fonts: list[str] | None = None,
+    share_fonts: float = 0.0,
+    share_inverted: float = 0.0,
+) -> tuple[np.ndarray, list[str]]:
     chunk = 2000
-    jobs = [(seed + i, min(chunk, count - i * chunk)) for i in range((count + chunk - 1) // chunk)]
+    jobs = [
+        (seed + i, min(chunk, count - i * chunk), fonts or [], share_fonts, share_inverted)
+        for i in range((count + chunk - 1) // chunk)
+    ]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = pool.map(_render_chunk, jobs)
     return np.concatenate([p[0] for p in parts]), [label for p in parts for label in p[1]]
@@ -169,6 +188,15 @@ def main() -> None:
     parser.add_argument("--render-processes", type=int, default=2)
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=Path("training/out"))
+    parser.add_argument(
+        "--font-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="draw a share of the captchas in the .ttf fonts of this folder (repeatable)",
+    )
+    parser.add_argument("--share-fonts", type=float, default=0.5)
+    parser.add_argument("--share-inverted", type=float, default=0.0)
     parser.add_argument("--install", action="store_true", help="copy the model into the package")
     args = parser.parse_args()
 
@@ -176,7 +204,15 @@ def main() -> None:
     np.random.seed(0)
     torch.set_num_threads(args.threads)
     started = time.time()
-    images, labels = render(TRAIN_SEED, args.train_images, args.render_processes)
+    fonts = sorted(str(f) for d in args.font_dir for f in d.glob("*.ttf"))
+    images, labels = render(
+        TRAIN_SEED,
+        args.train_images,
+        args.render_processes,
+        fonts,
+        args.share_fonts if fonts else 0.0,
+        args.share_inverted,
+    )
     eval_b = render(EVAL_SEED, 1000, args.render_processes)
     print(f"rendered {len(labels)} training images in {time.time() - started:.0f} s", flush=True)
 
@@ -232,9 +268,14 @@ def main() -> None:
             "epochs": epoch + 1,
             "seed": TRAIN_SEED,
             "share_set_b": SHARE_B,
+            "fonts": [Path(f).name for f in fonts],
+            "share_other_fonts": args.share_fonts if fonts else 0.0,
+            "share_inverted": args.share_inverted,
             "minutes": round((time.time() - started) / 60, 1),
         }
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.out / "model.pt")
     export(model, args.out, meta)
     check_exported(args.out)
     if args.install:
