@@ -12,7 +12,6 @@ writes training/out/model.onnx and model.json; --install copies them into the pa
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import random
 import shutil
@@ -25,43 +24,14 @@ from PIL import Image
 from torch import nn
 
 from capgate.ocr import synth
-from capgate.ocr.engine import MODEL_DIR, OcrEngine, preprocess
+from capgate.ocr.engine import MODEL_DIR, ModelSpec, OcrEngine, preprocess
+from capgate.ocr.training import CRNN, export, greedy
 
 HEIGHT, WIDTH = 32, 112
 CHARSET = synth.CHARSET_A  # 62 classes + blank: a later fine-tune keeps the output layer.
 TRAIN_SEED = 1_000_000
 EVAL_SEED = 900_000
 SHARE_B = 0.7  # Share of 4-character digit+uppercase captchas; the rest are set A style.
-
-
-class CRNN(nn.Module):
-    """Conv feature extractor down to height 1, a bidirectional GRU, a linear classifier."""
-
-    def __init__(self, classes: int) -> None:
-        super().__init__()
-
-        def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
-        self.features = nn.Sequential(
-            *block(1, 32),
-            nn.MaxPool2d(2),  # 16 x 56
-            *block(32, 64),
-            nn.MaxPool2d(2),  # 8 x 28
-            *block(64, 96),
-            nn.MaxPool2d((2, 1)),  # 4 x 28
-            *block(96, 128),
-            nn.MaxPool2d((2, 1)),  # 2 x 28
-        )
-        self.rnn = nn.GRU(128 * 2, 128, bidirectional=True, batch_first=True)
-        self.classifier = nn.Linear(256, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)  # N, C, 2, T
-        n, c, h, t = f.shape
-        f = f.permute(0, 3, 1, 2).reshape(n, t, c * h)
-        out, _ = self.rnn(f)
-        return self.classifier(out)  # N, T, classes
 
 
 def _render_chunk(
@@ -121,46 +91,15 @@ def standardize(batch: torch.Tensor) -> torch.Tensor:
     return ((x - mean) / (std + 1e-3)).unsqueeze(1)
 
 
-def greedy(logits: torch.Tensor) -> list[str]:
-    out = []
-    for row in logits.argmax(-1).tolist():
-        chars, prev = [], 0
-        for c in row:
-            if c != prev and c != 0:
-                chars.append(CHARSET[c - 1])
-            prev = c
-        out.append("".join(chars))
-    return out
-
-
 def evaluate(model: CRNN, images: np.ndarray, labels: list[str]) -> float:
     model.eval()
     right = 0
     with torch.no_grad():
         for i in range(0, len(labels), 500):
-            guesses = greedy(model(standardize(torch.from_numpy(images[i : i + 500]))))
+            guesses = greedy(model(standardize(torch.from_numpy(images[i : i + 500]))), CHARSET)
             right += sum(g == t for g, t in zip(guesses, labels[i : i + 500], strict=True))
     model.train()
     return right / len(labels)
-
-
-def export(model: CRNN, out: Path, meta: dict[str, object]) -> None:
-    model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, 1, HEIGHT, WIDTH)
-    torch.onnx.export(
-        model,
-        (dummy,),
-        str(out / "model.onnx"),
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    (out / "model.json").write_text(
-        json.dumps({"height": HEIGHT, "width": WIDTH, "charset": CHARSET, **meta}, indent=2) + "\n"
-    )
 
 
 def check_exported(out: Path) -> None:
@@ -274,12 +213,11 @@ def main() -> None:
             "minutes": round((time.time() - started) / 60, 1),
         }
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), args.out / "model.pt")
-    export(model, args.out, meta)
+    export(model, args.out, ModelSpec(HEIGHT, WIDTH, CHARSET), meta)
     check_exported(args.out)
     if args.install:
-        for name in ("model.onnx", "model.json"):
+        # model.pt is the base that `capgate ocr train` fine-tunes.
+        for name in ("model.onnx", "model.json", "model.pt"):
             shutil.copy(args.out / name, MODEL_DIR / name)
         print(f"installed into {MODEL_DIR}")
 

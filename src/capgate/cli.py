@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,7 +76,30 @@ def _parser() -> argparse.ArgumentParser:
 
     solve = commands.add_parser("solve", help="read captcha images with the local OCR engine")
     solve.add_argument("images", nargs="+", type=Path, help="image files")
+    solve.add_argument("--model", type=Path, help="an ONNX model other than the shipped one")
     solve.set_defaults(run=_solve)
+
+    ocr = commands.add_parser("ocr", help="the local OCR model")
+    ocr_commands = ocr.add_subparsers(metavar="ACTION", required=True)
+    train = ocr_commands.add_parser(
+        "train", help="fine-tune the model on your own labelled captchas (needs capgate[train])"
+    )
+    train.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder of labelled images: labels.csv (file,label) or the label in each file name",
+    )
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--threads", type=int, default=2)
+    train.add_argument("--out", type=Path, default=Path("capgate-ocr-model"), help="output folder")
+    train.add_argument(
+        "--install",
+        type=Path,
+        metavar="SERVER_DATA",
+        help="also install the model for the server with this data directory",
+    )
+    train.set_defaults(run=_ocr_train)
     return parser
 
 
@@ -206,7 +230,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 def _solve(args: argparse.Namespace) -> int:
     from capgate.ocr.engine import OcrEngine
 
-    engine = OcrEngine()
+    engine = OcrEngine(args.model)
     status = 0
     for path in args.images:
         try:
@@ -223,6 +247,27 @@ def _solve(args: argparse.Namespace) -> int:
             print("")
             status = 1
     return status
+
+
+def _ocr_train(args: argparse.Namespace) -> int:
+    try:
+        from capgate.ocr.training import finetune, load_labelled
+    except ImportError as exc:
+        raise CliError(f"training needs torch: pip install 'capgate[train]' ({exc})") from None
+    report = finetune(load_labelled(args.data), args.out, epochs=args.epochs, threads=args.threads)
+    print(
+        f"trained on {report.train_images} images, held out {report.test_images}"
+        f" ({report.skipped} skipped: labels outside the alphabet) in {report.minutes} min;"
+        f" held-out exact match {report.accuracy_before:.1%} -> {report.accuracy_after:.1%}"
+    )
+    print(f"model written to {args.out}")
+    if args.install is not None:
+        target = args.install / "ocr"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("model.onnx", "model.json"):
+            shutil.copyfile(args.out / name, target / name)
+        print(f"installed for the server with data directory {args.install} (restart it)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ class Settings:
     local_solving: bool = True
     ocr: bool = True
     ocr_processes: int = 1
+    # An ONNX model to read with instead of the shipped one ("": DATA/ocr/model.onnx if
+    # `capgate ocr train --install` put one there, else the shipped model).
+    ocr_model: str = ""
     lease_seconds: float = 30.0
     max_attempts: int = 3
     # Input limits.
@@ -63,6 +66,13 @@ class Settings:
     prices: dict[TaskType, int] = dataclasses.field(
         default_factory=lambda: {t: parse_money(p) for t, p in DEFAULT_PRICES.items()}
     )
+
+    @property
+    def ocr_model_path(self) -> Path | None:
+        """The model the OCR solver reads with (None: the one shipped in the package)."""
+        from capgate.ocr.engine import installed_model
+
+        return Path(self.ocr_model) if self.ocr_model else installed_model(self.data)
 
     @property
     def db_path(self) -> Path:

@@ -45,7 +45,7 @@ def default_solvers(settings: Settings) -> list[Solver]:
     if settings.ocr:
         from capgate.solvers.ocr import OcrSolver
 
-        solvers.append(OcrSolver(settings.ocr_processes))
+        solvers.append(OcrSolver(settings.ocr_processes, settings.ocr_model_path))
     return solvers
 
 

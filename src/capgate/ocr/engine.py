@@ -21,6 +21,12 @@ MODEL_DIR = Path(__file__).parent
 DEFAULT_MODEL = MODEL_DIR / "model.onnx"
 
 
+def installed_model(data: Path) -> Path | None:
+    """A model `capgate ocr train --install` put in a server's data directory, if any."""
+    path = data / "ocr" / "model.onnx"
+    return path if path.is_file() and path.with_suffix(".json").is_file() else None
+
+
 @dataclass(frozen=True)
 class OcrResult:
     """The text read from an image and how sure the model is of it."""

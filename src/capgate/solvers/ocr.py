@@ -12,6 +12,7 @@ import string
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from capgate.model import ErrorCode, Solution, Task, TaskType
@@ -21,9 +22,9 @@ from capgate.solvers.base import SolveError, Solver
 _engine: OcrEngine | None = None
 
 
-def _load_engine() -> None:
+def _load_engine(model: Path | None = None) -> None:
     global _engine
-    _engine = OcrEngine(threads=1)
+    _engine = OcrEngine(model, threads=1)
 
 
 def _read(image: bytes, allowed: str | None) -> tuple[str, float]:
@@ -53,8 +54,9 @@ class OcrSolver(Solver):
     name = "ocr"
     types = frozenset({TaskType.IMAGE_TO_TEXT})
 
-    def __init__(self, processes: int = 1) -> None:
+    def __init__(self, processes: int = 1, model: Path | None = None) -> None:
         self.processes = max(1, processes)
+        self.model = model
         self._pool: ProcessPoolExecutor | None = None
 
     def accepts(self, task_type: TaskType, params: Mapping[str, Any]) -> bool:
@@ -66,6 +68,7 @@ class OcrSolver(Solver):
             max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_load_engine,
+            initargs=(self.model,),
         )
 
     async def start(self) -> None:
