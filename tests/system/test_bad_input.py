@@ -38,6 +38,13 @@ CREATE_CASES: list[tuple[str, Any, int, str]] = [
     ("malformed JSON", b'{"clientKey": "x", ', 110, "ERROR_BAD_PARAMETERS"),
     ("not an object", b"[1, 2, 3]", 110, "ERROR_BAD_PARAMETERS"),
     ("empty body", b"", 110, "ERROR_BAD_PARAMETERS"),
+    ("JSON nested 200,000 deep", b"[" * 200_000, 110, "ERROR_BAD_PARAMETERS"),
+    (
+        "integer of 5,000 digits",
+        b'{"clientKey": "k", "task": {"type": "ImageToTextTask", "numeric": ' + b"9" * 5000 + b"}}",
+        110,
+        "ERROR_BAD_PARAMETERS",
+    ),
     ("no clientKey", {"task": image_task(GOOD_BODY)}, 1, "ERROR_KEY_DOES_NOT_EXIST"),
     ("clientKey not a string", {"clientKey": 5, "task": {}}, 1, "ERROR_KEY_DOES_NOT_EXIST"),
     (
@@ -148,6 +155,7 @@ def test_bad_create_requests(
 
 RESULT_CASES: list[tuple[str, Any, int, str]] = [
     ("malformed JSON", b"{", 110, "ERROR_BAD_PARAMETERS"),
+    ("JSON nested 200,000 deep", b'{"a":' * 200_000, 110, "ERROR_BAD_PARAMETERS"),
     ("no clientKey", {"taskId": 1}, 1, "ERROR_KEY_DOES_NOT_EXIST"),
     ("unknown key", {"clientKey": "0" * 32, "taskId": 1}, 1, "ERROR_KEY_DOES_NOT_EXIST"),
     ("no taskId", {"clientKey": K}, 16, "ERROR_NO_SUCH_CAPCHA_ID"),

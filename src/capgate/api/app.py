@@ -192,7 +192,7 @@ class App:
         # Test-only: move the clock, then run the housekeeping a real wait would have run.
         try:
             seconds = float(msgspec.json.decode(request.body)["advance"])
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+        except (msgspec.DecodeError, RecursionError, KeyError, TypeError, ValueError):
             return Response(b'{"error":"send {\\"advance\\": seconds}"}', status=400)
         assert isinstance(self.clock, OffsetClock)
         now = self.clock.advance(seconds)

@@ -50,7 +50,7 @@ def mount_root(
         try:
             secret = _key_peek.decode(request.body).clientKey
             return (await service.authenticate(secret)).dialect if secret else None
-        except (msgspec.DecodeError, CapgateError):
+        except (msgspec.DecodeError, RecursionError, CapgateError):
             return None  # The default handler answers the problem in its own terms.
 
     def root(method: str) -> Handler:
@@ -82,7 +82,7 @@ def _wait_seconds(body: bytes) -> float:
     """The opt-in long-poll: `"waitSeconds": N` answers as soon as the task finishes."""
     try:
         value = _wait_peek.decode(body).waitSeconds
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return 0.0
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0

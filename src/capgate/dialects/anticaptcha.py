@@ -77,6 +77,8 @@ def read_object(body: bytes) -> dict[str, Any]:
         raise CapgateError(
             ErrorCode.BAD_REQUEST, f"The request body is not valid JSON: {exc}"
         ) from None
+    except RecursionError:
+        raise CapgateError(ErrorCode.BAD_REQUEST, "The request body nests too deep") from None
     if not isinstance(value, dict):
         raise CapgateError(ErrorCode.BAD_REQUEST, "The request body must be a JSON object")
     return value

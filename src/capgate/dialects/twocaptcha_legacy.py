@@ -152,7 +152,7 @@ def _multipart(content_type: bytes, body: bytes) -> Form:
 def _json_form(body: bytes) -> Form:
     try:
         value = _decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise CapgateError(ErrorCode.BAD_REQUEST, "The JSON body cannot be read") from None
     if not isinstance(value, dict):
         raise CapgateError(ErrorCode.BAD_REQUEST, "The JSON body must be an object")
