@@ -26,9 +26,12 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
 
 
 @pytest.fixture
-def idle_server(start_server: ServerFactory) -> CapgateServer:
-    """A server that accepts tasks but solves nothing (an API-only node)."""
-    return start_server(local_solving="false")
+def idle_server(start_server: ServerFactory, tmp_path: Path) -> CapgateServer:
+    """A server that accepts tasks but solves nothing (an API-only node).
+
+    It has a store of its own: a solving server on the same store would solve its tasks.
+    """
+    return start_server(tmp_path / "idle-data", local_solving="false")
 
 
 @pytest.fixture
