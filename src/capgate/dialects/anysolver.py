@@ -13,13 +13,12 @@ import msgspec
 
 from capgate.dialects import ids
 from capgate.dialects.anticaptcha import (
+    parse_balance,
     parse_create,
+    parse_report,
+    parse_result,
     parse_task,
-    read_client_key,
-    read_object,
 )
-from capgate.dialects.base import ReportRequest
-from capgate.dialects.capsolver import task_id_of
 from capgate.model import CapgateError, ErrorCode, Key, Task, TaskStatus, TaskType
 
 __all__ = [
@@ -71,23 +70,6 @@ _STATUS = {
     TaskStatus.READY: "ready",
     TaskStatus.FAILED: "failed",
 }
-
-
-def parse_result(body: bytes) -> tuple[str, int]:
-    """Read a getTaskResult request: the key and the (ULID) task id."""
-    request = read_object(body)
-    return read_client_key(request), task_id_of(request.get("taskId"))
-
-
-def parse_balance(body: bytes) -> str:
-    """Read a getBalance request: the key."""
-    return read_client_key(read_object(body))
-
-
-def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:
-    """Read a report request; the path says whether the answer was correct."""
-    request = read_object(body)
-    return ReportRequest(read_client_key(request), task_id_of(request.get("taskId")), bool(verdict))
 
 
 def render_solution(task: Task) -> dict[str, Any]:

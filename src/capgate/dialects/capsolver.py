@@ -14,8 +14,11 @@ import msgspec
 
 from capgate.dialects import ids
 from capgate.dialects.anticaptcha import (
+    parse_balance,
     parse_create,
+    parse_result,
     parse_task,
+    parse_task_id,
     read_client_key,
     read_object,
     render_solution,
@@ -72,30 +75,11 @@ _encoder = msgspec.json.Encoder()
 _STATUS = {TaskStatus.QUEUED: "idle", TaskStatus.RUNNING: "processing", TaskStatus.READY: "ready"}
 
 
-def task_id_of(value: Any) -> int:
-    """A task id in any form capgate issues (CapSolver clients send back the string)."""
-    task_id = ids.parse_id(value)
-    if task_id is None:
-        raise CapgateError(ErrorCode.TASK_NOT_FOUND, "taskId is missing or not a task id")
-    return task_id
-
-
-def parse_result(body: bytes) -> tuple[str, int]:
-    """Read a getTaskResult request: the key and the task id."""
-    request = read_object(body)
-    return read_client_key(request), task_id_of(request.get("taskId"))
-
-
-def parse_balance(body: bytes) -> str:
-    """Read a getBalance request: the key."""
-    return read_client_key(read_object(body))
-
-
 def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:
     """Read a feedbackTask request: `result.invalid` true means the answer was wrong."""
     request = read_object(body)
     client_key = read_client_key(request)
-    task_id = task_id_of(request.get("taskId"))
+    task_id = parse_task_id(request.get("taskId"))
     result = request.get("result")
     invalid = isinstance(result, dict) and result.get("invalid") is True
     return ReportRequest(client_key, task_id, not invalid if verdict is None else verdict)
