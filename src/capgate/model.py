@@ -134,6 +134,8 @@ class Key(msgspec.Struct):
     created_at: float
     # The dialect the root paths speak for this key (None: the Anti-Captcha family).
     dialect: str | None = None
+    # A worker key may lease tasks and report their answers (remote solver processes).
+    worker: bool = False
 
 
 class Lease(msgspec.Struct):

@@ -399,3 +399,30 @@ async def test_a_key_keeps_its_default_dialect(store: Store) -> None:
     assert found is not None and found.dialect == "capsolver"
     plain = await new_key(store)
     assert plain.dialect is None
+
+
+async def test_a_retried_lease_returns_the_same_tasks(store: Store) -> None:
+    key = await new_key(store)
+    tasks = [await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120) for _ in range(3)]
+    first = await store.lease({TaskType.IMAGE_TO_TEXT}, 2, 30, T0, token="w1:req-1")
+    assert [lease.task.id for lease in first] == [tasks[0].id, tasks[1].id]
+    again = await store.lease({TaskType.IMAGE_TO_TEXT}, 2, 30, T0 + 1, token="w1:req-1")
+    assert [(x.task.id, x.token, x.expires_at) for x in again] == [
+        (x.task.id, x.token, x.expires_at) for x in first
+    ]
+    assert all(x.task.attempts == 1 for x in again)
+    other = await store.lease({TaskType.IMAGE_TO_TEXT}, 2, 30, T0 + 1, token="w1:req-2")
+    assert [lease.task.id for lease in other] == [tasks[2].id]
+    # Once the leases are gone, the same request id leases afresh.
+    await store.requeue_expired_leases(T0 + 40, 3)
+    later = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0 + 41, token="w1:req-1")
+    assert [lease.task.id for lease in later] == [tasks[0].id]
+    assert later[0].task.attempts == 2
+
+
+async def test_worker_keys_are_marked(store: Store) -> None:
+    worker = await store.create_key("w", hash_secret("w"), 0, T0, worker=True)
+    assert worker.worker is True
+    found = await store.key_by_hash(hash_secret("w"))
+    assert found is not None and found.worker is True
+    assert (await new_key(store)).worker is False

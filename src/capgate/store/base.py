@@ -26,7 +26,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_key(
-        self, name: str, key_hash: bytes, balance: int, now: float, dialect: str | None = None
+        self,
+        name: str,
+        key_hash: bytes,
+        balance: int,
+        now: float,
+        dialect: str | None = None,
+        worker: bool = False,
     ) -> Key:
         """Store a new key by the SHA-256 of its secret; refuse a hash that exists."""
 
@@ -82,12 +88,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def lease(
-        self, types: Collection[TaskType], limit: int, lease_seconds: float, now: float
+        self,
+        types: Collection[TaskType],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        token: str | None = None,
     ) -> list[Lease]:
         """Move up to `limit` queued tasks of these types, oldest first, to running.
 
-        Each gets a fresh lease token and one more attempt (counted now, so a solver that
-        dies mid-task still used an attempt).
+        They share a lease token (a fresh one, or `token`) and each gets one more attempt
+        (counted now, so a solver that dies mid-task still used an attempt). Asked again
+        with the same `token` while those leases live, it returns the same tasks and leases
+        nothing new: a worker that lost the answer and retries strands nothing.
         """
 
     @abc.abstractmethod

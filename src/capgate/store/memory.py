@@ -37,11 +37,17 @@ class MemoryStore(Store):
     # --- keys -------------------------------------------------------------------------
 
     async def create_key(
-        self, name: str, key_hash: bytes, balance: int, now: float, dialect: str | None = None
+        self,
+        name: str,
+        key_hash: bytes,
+        balance: int,
+        now: float,
+        dialect: str | None = None,
+        worker: bool = False,
     ) -> Key:
         if key_hash in self._key_ids_by_hash:
             raise ValueError("a key with this secret exists already")
-        key = Key(self._next_key_id, name, key_hash, balance, 0, now, dialect)
+        key = Key(self._next_key_id, name, key_hash, balance, 0, now, dialect, worker)
         self._next_key_id += 1
         self._keys[key.id] = key
         self._key_ids_by_hash[key_hash] = key.id
@@ -122,12 +128,28 @@ class MemoryStore(Store):
         return _copy_task(task)
 
     async def lease(
-        self, types: Collection[TaskType], limit: int, lease_seconds: float, now: float
+        self,
+        types: Collection[TaskType],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        token: str | None = None,
     ) -> list[Lease]:
+        if token is not None:
+            held = [
+                t
+                for t in sorted(self._tasks.values(), key=lambda t: t.id)
+                if t.status is TaskStatus.RUNNING
+                and t.lease_token == token
+                and t.lease_expires_at is not None
+                and t.lease_expires_at > now
+            ]
+            if held:
+                return [Lease(_copy_task(t), token, t.lease_expires_at or now) for t in held]
         leases: list[Lease] = []
         if limit <= 0:
             return leases
-        token = secrets.token_hex(8)
+        token = token or secrets.token_hex(8)
         for task in sorted(self._tasks.values(), key=lambda t: t.id):
             if task.status is not TaskStatus.QUEUED or task.type not in types:
                 continue
@@ -261,4 +283,13 @@ def _copy_task(task: Task) -> Task:
 
 
 def _copy_key(key: Key) -> Key:
-    return Key(key.id, key.name, key.key_hash, key.balance, key.spent, key.created_at, key.dialect)
+    return Key(
+        key.id,
+        key.name,
+        key.key_hash,
+        key.balance,
+        key.spent,
+        key.created_at,
+        key.dialect,
+        key.worker,
+    )

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS keys (
     balance INTEGER NOT NULL,
     spent INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    dialect TEXT
+    dialect TEXT,
+    worker INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -77,14 +78,15 @@ _TASK_COLUMNS = (
     " finished_at, attempts, polls, solver, solution, error_code, error_description,"
     " lease_token, lease_expires_at, verdict"
 )
-_KEY_COLUMNS = "id, name, key_hash, balance, spent, created_at, dialect"
+_KEY_COLUMNS = "id, name, key_hash, balance, spent, created_at, dialect, worker"
 
 
 class _Q:
     """Every SQL statement the store runs, by name."""
 
     insert_key = (
-        "INSERT INTO keys (name, key_hash, balance, created_at, dialect) VALUES (?, ?, ?, ?, ?)"
+        "INSERT INTO keys (name, key_hash, balance, created_at, dialect, worker)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
     )
     key_by_hash = f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_hash = ?"
     key_by_id = f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = ?"
@@ -111,6 +113,10 @@ class _Q:
         f" RETURNING {_TASK_COLUMNS}"
     )
     held = "id = ? AND status = 1 AND lease_token = ? AND lease_expires_at > ?"
+    leased_with = (
+        f"SELECT {_TASK_COLUMNS} FROM tasks"
+        " WHERE status = 1 AND lease_token = ? AND lease_expires_at > ? ORDER BY id"
+    )
     extend = f"UPDATE tasks SET lease_expires_at = ? WHERE {held}"
     complete = (
         "UPDATE tasks SET status = 2, solution = ?, solver = ?, finished_at = ?, body = NULL,"
@@ -183,26 +189,34 @@ class SqliteStore(Store):
     # --- keys -------------------------------------------------------------------------
 
     async def create_key(
-        self, name: str, key_hash: bytes, balance: int, now: float, dialect: str | None = None
+        self,
+        name: str,
+        key_hash: bytes,
+        balance: int,
+        now: float,
+        dialect: str | None = None,
+        worker: bool = False,
     ) -> Key:
         try:
-            cursor = self.db.execute(_Q.insert_key, (name, key_hash, balance, now, dialect))
+            cursor = self.db.execute(
+                _Q.insert_key, (name, key_hash, balance, now, dialect, int(worker))
+            )
         except sqlite3.IntegrityError as exc:
             raise ValueError("a key with this secret exists already") from exc
         key_id = cursor.lastrowid
         assert key_id is not None
-        return Key(key_id, name, key_hash, balance, 0, now, dialect)
+        return Key(key_id, name, key_hash, balance, 0, now, dialect, worker)
 
     async def key_by_hash(self, key_hash: bytes) -> Key | None:
         row = self.db.execute(_Q.key_by_hash, (key_hash,)).fetchone()
-        return None if row is None else Key(*row)
+        return None if row is None else _key(row)
 
     async def get_key(self, key_id: int) -> Key | None:
         row = self.db.execute(_Q.key_by_id, (key_id,)).fetchone()
-        return None if row is None else Key(*row)
+        return None if row is None else _key(row)
 
     async def list_keys(self) -> list[Key]:
-        return [Key(*row) for row in self.db.execute(_Q.all_keys)]
+        return [_key(row) for row in self.db.execute(_Q.all_keys)]
 
     async def add_balance(self, key_id: int, amount: int) -> Key | None:
         self.db.execute(_Q.add_balance, (amount, key_id))
@@ -261,14 +275,24 @@ class SqliteStore(Store):
         return task if task.key_id == key_id else None
 
     async def lease(
-        self, types: Collection[TaskType], limit: int, lease_seconds: float, now: float
+        self,
+        types: Collection[TaskType],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        token: str | None = None,
     ) -> list[Lease]:
+        if token is not None:
+            rows = self.db.execute(_Q.leased_with, (token, now)).fetchall()
+            if rows:
+                held = [_task(row) for row in rows]
+                return [Lease(t, token, t.lease_expires_at or now) for t in held]
         if limit <= 0 or not types:
             return []
         names = [t.value for t in types]
         params: dict[str, Any] = {
             "now": now,
-            "token": secrets.token_hex(8),
+            "token": token or secrets.token_hex(8),
             "expires": now + lease_seconds,
             "limit": limit,
         }
@@ -396,6 +420,11 @@ _params_decoder = msgspec.json.Decoder(dict[str, Any])
 
 def _encode(value: Any) -> bytes:
     return _encoder.encode(value)
+
+
+def _key(row: tuple[Any, ...]) -> Key:
+    key_id, name, key_hash, balance, spent, created_at, dialect, worker = row
+    return Key(key_id, name, key_hash, balance, spent, created_at, dialect, bool(worker))
 
 
 def _task(row: tuple[Any, ...]) -> Task:
