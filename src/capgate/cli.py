@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--balance", default="0", help="starting balance in USD (default 0)")
     create.add_argument("--name", default="", help="a label for the key")
     create.add_argument(
+        "--worker", action="store_true", help="a worker key: may lease tasks (capgate worker)"
+    )
+    create.add_argument(
         "--dialect",
         help="the dialect the root paths speak for this key (default: the Anti-Captcha family)",
     )
@@ -78,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     solve.add_argument("images", nargs="+", type=Path, help="image files")
     solve.add_argument("--model", type=Path, help="an ONNX model other than the shipped one")
     solve.set_defaults(run=_solve)
+
+    worker = commands.add_parser(
+        "worker", help="lease image tasks from a capgate server and read them with local OCR"
+    )
+    worker.add_argument("--server", required=True, help="the server's base URL")
+    worker.add_argument("--key", required=True, help="a worker key (keys create --worker)")
+    worker.add_argument("--types", default="ImageToText", help="task types (only ImageToText)")
+    worker.add_argument("--batch", type=int, default=8, help="tasks to lease at a time")
+    worker.add_argument("--lease-seconds", type=float, default=30.0)
+    worker.add_argument("--model", type=Path, help="an ONNX model other than the shipped one")
+    worker.set_defaults(run=_worker)
 
     ocr = commands.add_parser("ocr", help="the local OCR model")
     ocr_commands = ocr.add_subparsers(metavar="ACTION", required=True)
@@ -193,7 +207,12 @@ def _keys_create(args: argparse.Namespace) -> int:
         try:
             secret = new_secret()
             await store.create_key(
-                args.name, hash_secret(secret), balance, SystemClock().now(), args.dialect
+                args.name,
+                hash_secret(secret),
+                balance,
+                SystemClock().now(),
+                args.dialect,
+                args.worker,
             )
             return secret
         finally:
@@ -217,7 +236,7 @@ def _keys_list(args: argparse.Namespace) -> int:
             print(
                 f"{key.id:>4}  {key.name[:16]:<16} {key.key_hash.hex()[:12] + '..':<14}"
                 f" {format_money(key.balance):>12} {format_money(key.spent):>12}"
-                f"  {key.dialect or 'anticaptcha'}"
+                f"  {key.dialect or 'anticaptcha'}{'  (worker)' if key.worker else ''}"
             )
 
     asyncio.run(listing())
@@ -247,6 +266,20 @@ def _solve(args: argparse.Namespace) -> int:
             print("")
             status = 1
     return status
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from capgate.remote_worker import RemoteWorker
+
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    if types != ["ImageToText"]:
+        raise CliError("this worker reads images: --types ImageToText")
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with RemoteWorker(
+        args.server, args.key, batch=args.batch, lease_seconds=args.lease_seconds, model=args.model
+    ) as worker:
+        worker.run_forever()
+    return 0
 
 
 def _ocr_train(args: argparse.Namespace) -> int:

@@ -7,19 +7,31 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from capgate.clock import Clock
 from capgate.completions import Completions
 from capgate.config import Settings
 from capgate.images import check_image
 from capgate.keys import hash_secret
-from capgate.model import CapgateError, ErrorCode, Key, Task, TaskSpec, TaskStatus, TaskType
+from capgate.model import (
+    CapgateError,
+    ErrorCode,
+    Key,
+    Lease,
+    Solution,
+    Task,
+    TaskSpec,
+    TaskStatus,
+    TaskType,
+)
 from capgate.router import Router
 from capgate.store.base import Store
 
 _KEY_CACHE_SECONDS = 1.0
 _KEY_CACHE_SIZE = 10_000
+_MAX_WORKER_LEASE = 100
+_MAX_WORKER_LEASE_SECONDS = 600.0
 
 
 class Service:
@@ -139,6 +151,70 @@ class Service:
             await self.completions.wait(task.id, min(remaining, 0.5))
             task = await self.store.get_task(task.id) or task
         return task
+
+    # --- remote workers -----------------------------------------------------------------
+
+    async def authenticate_worker(self, secret: str) -> Key:
+        """The worker key a secret belongs to; a client key cannot lease tasks."""
+        key = await self.authenticate(secret)
+        if not key.worker:
+            raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "This key is not a worker key")
+        return key
+
+    async def lease_for_worker(
+        self,
+        worker: Key,
+        types: Collection[TaskType],
+        limit: int,
+        lease_seconds: float,
+        request_id: str | None,
+    ) -> list[Lease]:
+        """Lease tasks to a remote worker; a retried request id gets the same leases back."""
+        limit = max(1, min(limit, _MAX_WORKER_LEASE))
+        lease_seconds = max(1.0, min(lease_seconds, _MAX_WORKER_LEASE_SECONDS))
+        token = f"w{worker.id}:{request_id}" if request_id else None
+        return await self.store.lease(types, limit, lease_seconds, self.clock.now(), token)
+
+    async def extend_for_worker(self, task_id: int, token: str, lease_seconds: float) -> bool:
+        """Keep a worker's lease alive for `lease_seconds` more."""
+        now = self.clock.now()
+        lease_seconds = max(1.0, min(lease_seconds, _MAX_WORKER_LEASE_SECONDS))
+        return await self.store.extend_lease(task_id, token, now + lease_seconds, now)
+
+    async def complete_for_worker(
+        self, worker: Key, task_id: int, token: str, solution: Solution
+    ) -> bool:
+        """Record a worker's answer, fenced by its lease token."""
+        solver = f"worker:{worker.name or worker.id}"
+        done = await self.store.complete(task_id, token, solution, solver, self.clock.now())
+        if done:
+            self.completions.finished(task_id)
+        return done
+
+    async def fail_for_worker(
+        self,
+        worker: Key,
+        task_id: int,
+        token: str,
+        code: ErrorCode,
+        description: str,
+        retry: bool,
+    ) -> bool:
+        """Record a worker's failure; with `retry`, the task goes back to the queue."""
+        solver = f"worker:{worker.name or worker.id}"
+        done = await self.store.fail(
+            task_id,
+            token,
+            code,
+            description,
+            solver,
+            self.clock.now(),
+            retry=retry,
+            max_attempts=self.settings.max_attempts,
+        )
+        if done:
+            self.completions.finished(task_id)
+        return done
 
     async def balance(self, key: Key) -> Key:
         """The key with its current balance."""

@@ -25,6 +25,7 @@ from capgate.api.legacy_routes import mount_twocaptcha_legacy
 from capgate.api.openapi import DOCUMENTS
 from capgate.api.rest_routes import mount_ucaptcha
 from capgate.api.routing import Handler, Route, Routes
+from capgate.api.worker_routes import mount_workers
 from capgate.clock import Clock, OffsetClock
 from capgate.config import Settings
 from capgate.dialects import JSON_DIALECTS, JSON_PREFIXES, anticaptcha
@@ -76,6 +77,7 @@ class App:
             mount_json_dialect(self.routes, self.service, settings, prefix, dialect)
         mount_ucaptcha(self.routes, self.service, settings.max_wait_seconds)
         mount_twocaptcha_legacy(self.routes, self.service)
+        mount_workers(self.routes, self.service)
         self.routes.add("/healthz", Route(self._healthz, _plain_error))
         for name, document in DOCUMENTS.items():
             self.routes.add(

@@ -1,0 +1,185 @@
+"""The lease API for remote workers: external solver processes lease tasks over HTTP,
+keep their leases alive, and report answers or failures, fenced by the lease token.
+
+    POST /worker/lease     {"workerKey", "types", "limit", "leaseSeconds", "requestId"}
+    POST /worker/extend    {"workerKey", "taskId", "token", "leaseSeconds"}
+    POST /worker/complete  {"workerKey", "taskId", "token", "solution": {...}}
+    POST /worker/fail      {"workerKey", "taskId", "token", "code", "description", "retry"}
+
+A lease request carries a request id: retried after a lost answer, it returns the same
+tasks. A late answer (its lease expired, the task went to someone else) gets `"ok": false`.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import msgspec
+
+from capgate.api.http import Request, Response
+from capgate.api.routing import Handler, Route, Routes
+from capgate.model import CapgateError, ErrorCode, Lease, Solution, TaskType
+from capgate.service import Service
+
+log = logging.getLogger("capgate.api")
+
+
+# Field names are the wire names (camelCase, as in the rest of the API).
+
+
+class LeaseRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Ask for up to `limit` tasks of the given types."""
+
+    workerKey: str
+    types: list[str]
+    limit: int = 1
+    leaseSeconds: float = 30.0
+    requestId: str | None = None
+
+
+class ExtendRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Keep a lease alive."""
+
+    workerKey: str
+    taskId: int
+    token: str
+    leaseSeconds: float = 30.0
+
+
+class WorkerSolution(msgspec.Struct, forbid_unknown_fields=True):
+    """An answer as a worker reports it."""
+
+    text: str | None = None
+    token: str | None = None
+    userAgent: str | None = None
+    score: float | None = None
+    confidence: float | None = None
+
+
+class CompleteRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Report an answer."""
+
+    workerKey: str
+    taskId: int
+    token: str
+    solution: WorkerSolution
+
+
+class FailRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Report that the task could not be answered."""
+
+    workerKey: str
+    taskId: int
+    token: str
+    code: str = "CAPTCHA_UNSOLVABLE"
+    description: str = ""
+    retry: bool = False
+
+
+_encoder = msgspec.json.Encoder()
+_OK = b'{"ok":true}'
+_LATE = b'{"ok":false,"error":"LEASE_LOST","description":"The lease is no longer held"}'
+
+
+def _decode(body: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise CapgateError(ErrorCode.BAD_REQUEST, str(exc)) from None
+
+
+def _lease_json(lease: Lease) -> dict[str, Any]:
+    task = lease.task
+    return {
+        "taskId": task.id,
+        "token": lease.token,
+        "expiresAt": lease.expires_at,
+        "type": task.type.value,
+        "params": task.params,
+        "body": None if task.body is None else base64.b64encode(task.body).decode("ascii"),
+        "attempt": task.attempts,
+    }
+
+
+def mount_workers(routes: Routes, service: Service) -> None:
+    """Serve the lease API under /worker."""
+
+    async def lease(request: Request) -> Response:
+        asked: LeaseRequest = _decode(request.body, LeaseRequest)
+        worker = await service.authenticate_worker(asked.workerKey)
+        try:
+            types = {TaskType(name) for name in asked.types}
+        except ValueError:
+            known = ", ".join(t.value for t in TaskType)
+            raise CapgateError(ErrorCode.BAD_REQUEST, f"types must be among: {known}") from None
+        leases = await service.lease_for_worker(
+            worker, types, asked.limit, asked.leaseSeconds, asked.requestId
+        )
+        return Response(_encoder.encode({"leases": [_lease_json(x) for x in leases]}))
+
+    async def extend(request: Request) -> Response:
+        asked: ExtendRequest = _decode(request.body, ExtendRequest)
+        await service.authenticate_worker(asked.workerKey)
+        held = await service.extend_for_worker(asked.taskId, asked.token, asked.leaseSeconds)
+        return Response(_OK if held else _LATE)
+
+    async def complete(request: Request) -> Response:
+        asked: CompleteRequest = _decode(request.body, CompleteRequest)
+        worker = await service.authenticate_worker(asked.workerKey)
+        given = asked.solution
+        solution = Solution(
+            text=given.text,
+            token=given.token,
+            user_agent=given.userAgent,
+            score=given.score,
+            confidence=given.confidence,
+        )
+        done = await service.complete_for_worker(worker, asked.taskId, asked.token, solution)
+        return Response(_OK if done else _LATE)
+
+    async def fail(request: Request) -> Response:
+        asked: FailRequest = _decode(request.body, FailRequest)
+        worker = await service.authenticate_worker(asked.workerKey)
+        try:
+            code = ErrorCode(asked.code)
+        except ValueError:
+            raise CapgateError(ErrorCode.BAD_REQUEST, f"unknown code {asked.code!r}") from None
+        done = await service.fail_for_worker(
+            worker, asked.taskId, asked.token, code, asked.description, asked.retry
+        )
+        return Response(_OK if done else _LATE)
+
+    for name, handler in (
+        ("lease", lease),
+        ("extend", extend),
+        ("complete", complete),
+        ("fail", fail),
+    ):
+        routes.add(f"/worker/{name}", Route(_guarded(handler), _on_error))
+
+
+_STATUS = {ErrorCode.KEY_DOES_NOT_EXIST: 401, ErrorCode.INTERNAL: 503}
+
+
+def _on_error(error: CapgateError) -> Response:
+    body = _encoder.encode(
+        {"ok": False, "error": error.code.value, "description": error.description}
+    )
+    return Response(body, status=_STATUS.get(error.code, 400))
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response:
+        if request.method != "POST":
+            return _on_error(CapgateError(ErrorCode.NO_SUCH_METHOD, "Use POST"))
+        try:
+            return await handler(request)
+        except CapgateError as error:
+            return _on_error(error)
+        except Exception:
+            log.exception("unexpected error on %s", request.path)
+            return _on_error(CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again"))
+
+    return guarded

@@ -1,0 +1,108 @@
+"""Remote workers: real `capgate worker` processes leasing from an API-only node."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support import BOOTSTRAP_KEY, CapgateServer, captchas, image_task, run_cli
+
+pytestmark = pytest.mark.system
+
+
+def worker_key(server: CapgateServer) -> str:
+    done = run_cli("keys", "create", "--worker", "--name", "w", "--data", str(server.data))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Any]:
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def start(server: CapgateServer, key: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "capgate", "worker", "--server", server.base, "--key", key],
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        workers.append(process)
+        return process
+
+    yield start
+    for process in workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+
+def create(server: CapgateServer, body: str) -> int:
+    answer = server.post("/createTask", {"clientKey": BOOTSTRAP_KEY, "task": image_task(body)})
+    assert answer["errorId"] == 0, answer
+    task_id: int = answer["taskId"]
+    return task_id
+
+
+def test_a_worker_solves_what_an_api_only_node_queues(
+    idle_server: CapgateServer, start_worker: Any
+) -> None:
+    samples = captchas(9201, 6)
+    ids = [create(idle_server, body) for body, _ in samples]
+    start_worker(idle_server, worker_key(idle_server))
+    read = 0
+    for task_id, (_, label) in zip(ids, samples, strict=True):
+        answer = idle_server.wait_final(BOOTSTRAP_KEY, task_id)
+        assert answer["status"] == "ready", answer
+        read += answer["solution"]["text"] == label
+    assert read >= 4
+    balance = idle_server.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})["balance"]
+    assert balance == pytest.approx(10.0 - 6 * 0.001)
+
+
+def test_leases_are_fenced_retried_and_recovered(
+    idle_server: CapgateServer, start_worker: Any
+) -> None:
+    key = worker_key(idle_server)
+    body, _ = captchas(9202, 1)[0]
+    task_id = create(idle_server, body)
+    ask = {"workerKey": key, "types": ["ImageToText"], "limit": 5, "requestId": "r-1"}
+    first = idle_server.http.post("/worker/lease", json=ask).json()["leases"]
+    assert [lease["taskId"] for lease in first] == [task_id]
+    assert first[0]["body"] == body and first[0]["attempt"] == 1
+    # The answer got lost; the worker retries the same request and gets the same lease.
+    again = idle_server.http.post("/worker/lease", json=ask).json()["leases"]
+    assert again == first
+    # The worker dies holding the lease. Past its expiry the sweep requeues the task...
+    idle_server.advance(31)
+    stale = {"workerKey": key, "taskId": task_id, "token": first[0]["token"]}
+    late = idle_server.http.post("/worker/complete", json={**stale, "solution": {"text": "X"}})
+    assert late.json()["ok"] is False  # ...and a late answer from the dead lease is ignored.
+    start_worker(idle_server, key)
+    answer = idle_server.wait_final(BOOTSTRAP_KEY, task_id)
+    assert answer["status"] == "ready" and answer["solveCount"] == 2
+    assert answer["solution"]["text"] != "X"
+
+
+def test_only_worker_keys_lease_and_bad_requests_are_refused(
+    idle_server: CapgateServer,
+) -> None:
+    client_key = {"workerKey": BOOTSTRAP_KEY, "types": ["ImageToText"]}
+    refused = idle_server.http.post("/worker/lease", json=client_key)
+    assert refused.status_code == 401 and refused.json()["ok"] is False
+    key = worker_key(idle_server)
+    for bad in (
+        {"workerKey": key, "types": ["Astrology"]},
+        {"workerKey": key, "types": "ImageToText"},
+        {"workerKey": key, "types": ["ImageToText"], "surprise": 1},
+    ):
+        response = idle_server.http.post("/worker/lease", json=bad)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "BAD_REQUEST"
+    assert idle_server.db_counts()[0] == 0
