@@ -15,8 +15,8 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     """Start servers on demand (same data directory unless told otherwise); stop them all."""
     servers: list[CapgateServer] = []
 
-    def start(data: Path | None = None, **settings: str) -> CapgateServer:
-        server = CapgateServer(data or tmp_path / "data", **settings).start()
+    def start(data: Path | None = None, *args: str, **settings: str) -> CapgateServer:
+        server = CapgateServer(data or tmp_path / "data", *args, **settings).start()
         servers.append(server)
         return server
 

@@ -44,8 +44,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 class CapgateServer:
     """`capgate serve` in its own process, with a test clock the tests can move."""
 
-    def __init__(self, data: Path, **settings: str) -> None:
+    def __init__(self, data: Path, *args: str, **settings: str) -> None:
         self.data = data
+        self.args = args
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -68,6 +69,7 @@ class CapgateServer:
                 [
                     sys.executable, "-m", "capgate", "serve",
                     "--host", "127.0.0.1", "--port", str(self.port), "--data", str(self.data),
+                    *self.args,
                 ],
                 env=self.env,
                 stdout=log,

@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from capgate import __version__
 from capgate.clock import OffsetClock, SystemClock
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     with_settings(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
+    )
     serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="manage API keys")
@@ -143,22 +147,43 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if settings.store != "memory":
         asyncio.run(_bootstrap_key(settings))
-    clock = OffsetClock() if settings.test_clock else SystemClock()
-    app = App(settings, clock)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        server_header=False,
-        date_header=False,
-    )
-    uvicorn.Server(config).run()
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    if args.workers > 1 and (settings.store == "memory" or settings.test_clock):
+        raise CliError("--workers needs a shared store and the real clock")
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
+        "server_header": False,
+        "date_header": False,
+    }
+    if args.workers == 1:
+        clock = OffsetClock() if settings.test_clock else SystemClock()
+        uvicorn.Server(uvicorn.Config(App(settings, clock), **options)).run()
+    else:
+        # Each process builds its own app from the same settings, handed over as
+        # environment variables that the child processes read back.
+        os.environ.update(settings_environment(args, settings))
+        uvicorn.run(
+            "capgate.api.app:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            **options,
+        )
     return 0
+
+
+def settings_environment(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+    """The settings a command line gave, as the CAPGATE_* variables that rebuild them."""
+    env = {"CAPGATE_DATA": str(settings.data.resolve()), "CAPGATE_STORE": settings.store}
+    if args.config is not None:
+        env["CAPGATE_CONFIG"] = str(Path(args.config).resolve())
+    return env
 
 
 async def _bootstrap_key(settings: Settings) -> None:

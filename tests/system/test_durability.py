@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support import BOOTSTRAP_KEY, ServerFactory, captchas, image_task
@@ -50,3 +52,20 @@ def test_a_task_leased_when_the_server_died_is_solved_after_restart(
     assert set(attempts) <= {1, 2}
     balance = second.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})["balance"]
     assert balance == pytest.approx(10.0 - 30 * 0.001)
+
+
+def test_several_server_processes_share_one_port_and_one_store(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = start_server(tmp_path / "multi", "--workers", "2", test_clock="false")
+    samples = captchas(seed=101, n=12)
+    ids = [
+        server.post("/createTask", {"clientKey": BOOTSTRAP_KEY, "task": image_task(body)})["taskId"]
+        for body, _ in samples
+    ]
+    assert len(set(ids)) == 12
+    for task_id in ids:
+        answer = server.wait_final(BOOTSTRAP_KEY, task_id)
+        assert answer["status"] == "ready" and answer["solveCount"] == 1
+    balance = server.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})["balance"]
+    assert balance == pytest.approx(10.0 - 12 * 0.001)

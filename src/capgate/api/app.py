@@ -40,6 +40,18 @@ from capgate.store import Store, store_from_url
 log = logging.getLogger("capgate.api")
 
 
+def app_from_environment() -> App:
+    """The app a server process builds from CAPGATE_* variables (`serve --workers N`)."""
+    import os
+    from pathlib import Path
+
+    from capgate.clock import SystemClock
+    from capgate.config import load_settings
+
+    config = os.environ.get("CAPGATE_CONFIG")
+    return App(load_settings(Path(config) if config else None), SystemClock())
+
+
 def default_solvers(settings: Settings) -> list[Solver]:
     """The solvers a node runs with no providers configured: test keys, then local OCR."""
     solvers: list[Solver] = [TestKeysSolver()]
