@@ -5,9 +5,12 @@ This is the only caller of the store from the HTTP side, and it speaks only inte
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from collections.abc import Callable, Collection
+
+import msgspec
 
 from capgate.clock import Clock
 from capgate.completions import Completions
@@ -31,6 +34,7 @@ from capgate.store.base import Store
 _KEY_CACHE_SECONDS = 1.0
 _KEY_CACHE_SIZE = 10_000
 _MAX_WORKER_LEASE = 100
+_MAX_IDEMPOTENCY_KEY = 255
 _MAX_WORKER_LEASE_SECONDS = 600.0
 
 
@@ -75,12 +79,18 @@ class Service:
         return key
 
     async def create_task(
-        self, key: Key, spec: TaskSpec, ip: str, retention_seconds: float | None = None
+        self,
+        key: Key,
+        spec: TaskSpec,
+        ip: str,
+        retention_seconds: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Task:
         """Validate, price and durably queue a task; charged only if it succeeds.
 
         `retention_seconds` overrides the server's retention for dialects whose vendor
-        documents its own (CapSolver keeps results 5 minutes).
+        documents its own (CapSolver keeps results 5 minutes). With `idempotency_key`, a
+        retried create returns the task the first one made, and charges once.
         """
         if spec.type is TaskType.IMAGE_TO_TEXT:
             if spec.body is None:
@@ -98,6 +108,14 @@ class Service:
         retention = (
             self.settings.retention_seconds if retention_seconds is None else retention_seconds
         )
+        idempotency = None
+        if idempotency_key:
+            if len(idempotency_key) > _MAX_IDEMPOTENCY_KEY:
+                raise CapgateError(
+                    ErrorCode.BAD_REQUEST,
+                    f"The idempotency key is longer than {_MAX_IDEMPOTENCY_KEY} characters",
+                )
+            idempotency = (idempotency_key, _fingerprint(spec))
         task = await self.store.create_task(
             key.id,
             spec,
@@ -106,6 +124,7 @@ class Service:
             now,
             now + self.settings.task_deadline_seconds,
             now + retention,
+            idempotency,
         )
         if self._on_created is not None:
             self._on_created(task)
@@ -226,3 +245,10 @@ class Service:
         await self.store.requeue_expired_leases(now, self.settings.max_attempts)
         await self.store.fail_overdue(now)
         await self.store.purge(now, 1000)
+
+
+def _fingerprint(spec: TaskSpec) -> bytes:
+    """What makes two create requests the same task, for idempotency keys."""
+    digest = hashlib.sha256(msgspec.json.encode([spec.type, spec.params], order="sorted"))
+    digest.update(spec.body or b"")
+    return digest.digest()

@@ -426,3 +426,26 @@ async def test_worker_keys_are_marked(store: Store) -> None:
     found = await store.key_by_hash(hash_secret("w"))
     assert found is not None and found.worker is True
     assert (await new_key(store)).worker is False
+
+
+async def test_an_idempotency_key_creates_and_charges_once(store: Store) -> None:
+    key = await new_key(store, 5000)
+    first = await store.create_task(
+        key.id, IMAGE, 1000, "ip", T0, T0 + 120, T0 + DAY, ("retry-1", b"fingerprint")
+    )
+    again = await store.create_task(
+        key.id, IMAGE, 1000, "ip", T0 + 1, T0 + 121, T0 + DAY, ("retry-1", b"fingerprint")
+    )
+    assert again.id == first.id
+    assert await balance_of(store, key) == (4000, 0)
+    with pytest.raises(CapgateError) as caught:
+        await store.create_task(
+            key.id, IMAGE, 1000, "ip", T0 + 2, T0 + 122, T0 + DAY, ("retry-1", b"other task")
+        )
+    assert caught.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
+    other_key = await new_key(store, 5000, "other")
+    theirs = await store.create_task(
+        other_key.id, IMAGE, 1000, "ip", T0, T0 + 120, T0 + DAY, ("retry-1", b"fingerprint")
+    )
+    assert theirs.id != first.id
+    assert await store.queue_depth() == 2

@@ -137,3 +137,36 @@ def test_reporting_an_unfinished_task_is_refused(idle_server: CapgateServer) -> 
     answer = idle_server.post("/reportIncorrect", {"clientKey": BOOTSTRAP_KEY, "taskId": task_id})
     assert answer["errorId"] == 16
     assert "no answer to report" in answer["errorDescription"]
+
+
+def test_an_idempotency_key_makes_a_retried_create_safe(idle_server: CapgateServer) -> None:
+    import concurrent.futures
+
+    import httpx
+
+    body, _ = captchas(seed=78, n=1)[0]
+    payload = {"clientKey": BOOTSTRAP_KEY, "task": image_task(body)}
+
+    def create(headers: dict[str, str]) -> dict[str, object]:
+        answer: dict[str, object] = httpx.post(
+            f"{idle_server.base}/createTask", json=payload, headers=headers, timeout=30
+        ).json()
+        return answer
+
+    # Ten concurrent duplicates: one task, one charge.
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(create, [{"Idempotency-Key": "order-17"}] * 10))
+    assert {a["errorId"] for a in answers} == {0}
+    assert len({a["taskId"] for a in answers}) == 1
+    assert idle_server.db_counts()[0] == 1
+    assert idle_server.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})["balance"] == 9.999
+    # The same key in the body works too; a different task under it is refused.
+    again = idle_server.post("/createTask", {**payload, "idempotencyKey": "order-17"})
+    assert again["taskId"] == answers[0]["taskId"]
+    other_body, _ = captchas(seed=79, n=1)[0]
+    refused = idle_server.post(
+        "/createTask",
+        {"clientKey": BOOTSTRAP_KEY, "task": image_task(other_body), "idempotencyKey": "order-17"},
+    )
+    assert refused["errorId"] == 110 and "different task" in refused["errorDescription"]
+    assert idle_server.db_counts()[0] == 1

@@ -45,6 +45,12 @@ class Request(msgspec.Struct):
                 return value
         return None
 
+    @property
+    def idempotency_key(self) -> str | None:
+        """The client's Idempotency-Key header, if it sent one."""
+        value = self.header(b"idempotency-key")
+        return value.decode("latin-1") if value else None
+
 
 class Response(msgspec.Struct):
     """An HTTP response: status, body and content type."""

@@ -71,6 +71,22 @@ def mount_root(
         routes.add(f"/{method}", Route(root(method), on_error))
 
 
+class _IdempotencyPeek(msgspec.Struct):
+    idempotencyKey: Any = None
+
+
+_idempotency_peek = msgspec.json.Decoder(_IdempotencyPeek)
+
+
+def _idempotency_field(body: bytes) -> str | None:
+    """The JSON dialects' `idempotencyKey` field, for clients that cannot set headers."""
+    try:
+        value = _idempotency_peek.decode(body).idempotencyKey
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 class _WaitPeek(msgspec.Struct):
     waitSeconds: Any = None
 
@@ -111,7 +127,11 @@ def json_handlers(service: Service, settings: Settings, dialect: JsonDialect) ->
         key = await service.authenticate(create.client_key)
         spec = dialect.parse_task(create.task)
         task = await service.create_task(
-            key, spec, request.client_ip, retention_seconds=dialect.RETENTION_SECONDS
+            key,
+            spec,
+            request.client_ip,
+            retention_seconds=dialect.RETENTION_SECONDS,
+            idempotency_key=request.idempotency_key or _idempotency_field(request.body),
         )
         if spec.type in dialect.SYNC_TYPES:
             task = await service.wait_until_final(task, settings.sync_wait_seconds)

@@ -24,7 +24,9 @@ def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
         form = legacy.parse_form(request.header(b"content-type"), request.query, request.body)
         secret, spec, as_json = legacy.parse_in(form)
         key = await service.authenticate(secret)
-        task = await service.create_task(key, spec, request.client_ip)
+        task = await service.create_task(
+            key, spec, request.client_ip, idempotency_key=request.idempotency_key
+        )
         return _answer(legacy.render_in(task, as_json), as_json)
 
     async def res_php(request: Request) -> Response:

@@ -54,6 +54,7 @@ _CREATE_REQUEST: Schema = {
         "softId": {"type": ["integer", "string"]},
         "languagePool": {"type": "string"},
         "callbackUrl": {"type": "string"},
+        "idempotencyKey": {"type": "string", "maxLength": 255},
     },
 }
 

@@ -28,7 +28,9 @@ def mount_ucaptcha(routes: Routes, service: Service, max_wait: float) -> None:
             raise CapgateError(ErrorCode.NO_SUCH_METHOD, "Use POST for /task/submit")
         key = await service.authenticate(ucaptcha.client_key(request.headers, request.query))
         spec = ucaptcha.parse_submit(request.body)
-        task = await service.create_task(key, spec, request.client_ip)
+        task = await service.create_task(
+            key, spec, request.client_ip, idempotency_key=request.idempotency_key
+        )
         return _response(*ucaptcha.render_submitted(task))
 
     async def result(request: Request) -> Response:

@@ -58,6 +58,7 @@ ERRORS: dict[ErrorCode, str] = {
     # Seed 002: past 120 queries "the task results will be lost".
     ErrorCode.POLL_LIMIT_EXCEEDED: "ERROR_TASKID_INVALID",
     ErrorCode.NOT_REPORTABLE: "ERROR_TASKID_INVALID",
+    ErrorCode.IDEMPOTENCY_CONFLICT: "ERROR_INVALID_TASK_DATA",
     ErrorCode.CAPTCHA_UNSOLVABLE: "ERROR_CAPTCHA_UNSOLVABLE",
     ErrorCode.TASK_TIMEOUT: "ERROR_TASK_TIMEOUT",
     ErrorCode.NO_SUCH_METHOD: "ERROR_BAD_REQUEST",

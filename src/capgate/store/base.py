@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection
 
-from capgate.model import ErrorCode, Key, Lease, Solution, Task, TaskSpec, TaskType
+from capgate.model import CapgateError, ErrorCode, Key, Lease, Solution, Task, TaskSpec, TaskType
 
 
 class Store(abc.ABC):
@@ -64,10 +64,14 @@ class Store(abc.ABC):
         now: float,
         deadline_at: float,
         expires_at: float,
+        idempotency: tuple[str, bytes] | None = None,
     ) -> Task:
         """Debit `cost` and queue the task in one step.
 
         Raises CapgateError(ZERO_BALANCE) and stores nothing when the balance is short.
+        With `idempotency` (the client's key and a fingerprint of the task), a key the
+        client used before returns the task it created then, charging nothing more; used
+        with a different task it raises CapgateError(IDEMPOTENCY_CONFLICT).
         """
 
     @abc.abstractmethod
@@ -151,6 +155,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def queue_depth(self) -> int:
         """How many tasks wait in the queue."""
+
+
+def idempotency_conflict(idempotency_key: str) -> CapgateError:
+    """The error for an idempotency key reused with a different task."""
+    return CapgateError(
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        f"Idempotency key {idempotency_key!r} was used for a different task",
+    )
 
 
 def out_of_attempts(attempts: int) -> str:

@@ -21,7 +21,7 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
-from capgate.store.base import Store, out_of_attempts, timed_out
+from capgate.store.base import Store, idempotency_conflict, out_of_attempts, timed_out
 
 
 class MemoryStore(Store):
@@ -31,6 +31,7 @@ class MemoryStore(Store):
         self._keys: dict[int, Key] = {}
         self._key_ids_by_hash: dict[bytes, int] = {}
         self._tasks: dict[int, Task] = {}
+        self._idempotent: dict[tuple[int, str], tuple[int, bytes]] = {}
         self._next_key_id = 1
         self._next_task_id = 1
 
@@ -82,7 +83,14 @@ class MemoryStore(Store):
         now: float,
         deadline_at: float,
         expires_at: float,
+        idempotency: tuple[str, bytes] | None = None,
     ) -> Task:
+        if idempotency is not None:
+            earlier = self._idempotent.get((key_id, idempotency[0]))
+            if earlier is not None and earlier[0] in self._tasks:
+                if earlier[1] != idempotency[1]:
+                    raise idempotency_conflict(idempotency[0])
+                return _copy_task(self._tasks[earlier[0]])
         key = self._keys[key_id]
         if cost > 0 and key.balance < cost:
             raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
@@ -102,6 +110,8 @@ class MemoryStore(Store):
         )
         self._next_task_id += 1
         self._tasks[task.id] = task
+        if idempotency is not None:
+            self._idempotent[(key_id, idempotency[0])] = (task.id, idempotency[1])
         return _copy_task(task)
 
     async def get_task(self, task_id: int) -> Task | None:
@@ -251,6 +261,8 @@ class MemoryStore(Store):
         doomed = [t.id for t in self._tasks.values() if t.expires_at <= now][:limit]
         for task_id in doomed:
             del self._tasks[task_id]
+        if doomed:
+            self._idempotent = {k: v for k, v in self._idempotent.items() if v[0] in self._tasks}
         return len(doomed)
 
     async def queue_depth(self) -> int:

@@ -29,7 +29,7 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
-from capgate.store.base import Store, out_of_attempts, timed_out
+from capgate.store.base import Store, idempotency_conflict, out_of_attempts, timed_out
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -64,8 +64,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     error_description TEXT,
     lease_token TEXT,
     lease_expires_at REAL,
-    verdict INTEGER
+    verdict INTEGER,
+    idem_key TEXT,
+    idem_hash BLOB
 );
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotent ON tasks (key_id, idem_key)
+    WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (type, id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (lease_expires_at) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (deadline_at) WHERE status < 2;
@@ -97,10 +101,11 @@ class _Q:
     charge = "UPDATE keys SET spent = spent + ? WHERE id = ?"
     insert_task = (
         "INSERT INTO tasks (key_id, type, params, body, status, created_at, deadline_at, cost, ip,"
-        " expires_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"
+        " expires_at, idem_key, idem_hash) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
         f" RETURNING {_TASK_COLUMNS}"
     )
     task_by_id = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
+    idempotent = f"SELECT idem_hash, {_TASK_COLUMNS} FROM tasks WHERE key_id = ? AND idem_key = ?"
     count_poll = (
         f"UPDATE tasks SET polls = polls + 1 WHERE id = ? AND key_id = ? RETURNING {_TASK_COLUMNS}"
     )
@@ -233,9 +238,16 @@ class SqliteStore(Store):
         now: float,
         deadline_at: float,
         expires_at: float,
+        idempotency: tuple[str, bytes] | None = None,
     ) -> Task:
         db = self.db
         with _transaction(db):
+            if idempotency is not None:
+                earlier = db.execute(_Q.idempotent, (key_id, idempotency[0])).fetchone()
+                if earlier is not None:
+                    if earlier[0] != idempotency[1]:
+                        raise idempotency_conflict(idempotency[0])
+                    return _task(earlier[1:])
             if db.execute(_Q.debit, (cost, key_id, cost, cost)).rowcount != 1:
                 raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
             row = db.execute(
@@ -250,6 +262,8 @@ class SqliteStore(Store):
                     cost,
                     ip,
                     expires_at,
+                    None if idempotency is None else idempotency[0],
+                    None if idempotency is None else idempotency[1],
                 ),
             ).fetchone()
         return _task(row)
