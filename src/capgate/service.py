@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Callable, Collection
 
@@ -17,6 +18,7 @@ from capgate.completions import Completions
 from capgate.config import Settings
 from capgate.images import check_image
 from capgate.keys import hash_secret
+from capgate.metrics import Metrics
 from capgate.model import (
     CapgateError,
     ErrorCode,
@@ -30,6 +32,8 @@ from capgate.model import (
 )
 from capgate.router import Router
 from capgate.store.base import Store
+
+log = logging.getLogger("capgate.service")
 
 _KEY_CACHE_SECONDS = 1.0
 _KEY_CACHE_SIZE = 10_000
@@ -55,6 +59,7 @@ class Service:
         self.clock = clock
         self._on_created = on_created
         self.completions = Completions()
+        self.metrics = Metrics()
         self._known_keys: dict[bytes, tuple[float, Key]] = {}
 
     async def authenticate(self, secret: str) -> Key:
@@ -126,6 +131,7 @@ class Service:
             now + retention,
             idempotency,
         )
+        self.metrics.task_created(task.type.value)
         if self._on_created is not None:
             self._on_created(task)
         return task
@@ -207,7 +213,7 @@ class Service:
         solver = f"worker:{worker.name or worker.id}"
         done = await self.store.complete(task_id, token, solution, solver, self.clock.now())
         if done:
-            self.completions.finished(task_id)
+            await self.task_finished(task_id)
         return done
 
     async def fail_for_worker(
@@ -232,8 +238,21 @@ class Service:
             max_attempts=self.settings.max_attempts,
         )
         if done:
-            self.completions.finished(task_id)
+            await self.task_finished(task_id)
         return done
+
+    async def task_finished(self, task_id: int) -> None:
+        """Wake whoever waits for the task, and count it if it has reached its end."""
+        self.completions.finished(task_id)
+        try:
+            task = await self.store.get_task(task_id)
+        except Exception:  # Counting must never break solving.
+            log.exception("task %d: could not count it", task_id)
+            return
+        if task is not None and task.status.is_final:
+            status = "ready" if task.status is TaskStatus.READY else "failed"
+            seconds = (task.finished_at or 0.0) - (task.started_at or task.created_at)
+            self.metrics.task_finished(task.type.value, status, task.solver or "none", seconds)
 
     async def balance(self, key: Key) -> Key:
         """The key with its current balance."""

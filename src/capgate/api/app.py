@@ -91,6 +91,7 @@ class App:
         mount_twocaptcha_legacy(self.routes, self.service)
         mount_workers(self.routes, self.service)
         self.routes.add("/healthz", Route(self._healthz, _plain_error))
+        self.routes.add("/metrics", Route(self._metrics, _plain_error))
         for name, document in DOCUMENTS.items():
             self.routes.add(
                 f"/openapi/{name}.json",
@@ -99,6 +100,7 @@ class App:
         if settings.test_clock:
             self.routes.add("/_test/clock", Route(self._advance_clock, _plain_error))
         self._sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     # --- lifespan ---------------------------------------------------------------------
 
@@ -113,7 +115,7 @@ class App:
                 self.router,
                 self.settings,
                 self.clock,
-                on_finished=self.service.completions.finished,
+                on_finished=self._task_finished,
             )
             self.dispatcher.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="capgate-sweep")
@@ -130,6 +132,12 @@ class App:
             for solver in self.solvers:
                 await solver.stop()
         await self.store.close()
+
+    def _task_finished(self, task_id: int) -> None:
+        # The dispatcher calls this synchronously; counting needs a store read.
+        finished = asyncio.ensure_future(self.service.task_finished(task_id))
+        self._background.add(finished)
+        finished.add_done_callback(self._background.discard)
 
     def _wake(self) -> None:
         if self.dispatcher is not None:
@@ -201,6 +209,13 @@ class App:
 
     async def _healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}')
+
+    async def _metrics(self, request: Request) -> Response:
+        depth = await self.store.queue_depth()
+        body = self.service.metrics.render(
+            {"capgate_queue_depth": ("Tasks waiting in the queue", float(depth))}
+        )
+        return Response(body, content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
     async def _advance_clock(self, request: Request) -> Response:
         # Test-only: move the clock, then run the housekeeping a real wait would have run.

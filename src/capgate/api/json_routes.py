@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from capgate.api.http import Request, Response
-from capgate.api.routing import ErrorRenderer, Handler, Route, Routes
+from capgate.api.routing import ErrorRenderer, Handler, Route, Routes, guarded, post_only
 from capgate.config import Settings
 from capgate.dialects.base import JsonDialect
 from capgate.model import CapgateError, ErrorCode
@@ -26,7 +26,7 @@ def mount_json_dialect(
 ) -> None:
     """Serve a dialect's methods under `prefix`."""
     on_error = _error_renderer(dialect)
-    for name, handler in json_handlers(service, settings, dialect).items():
+    for name, handler in json_handlers(service, settings, dialect, prefix.strip("/")).items():
         routes.add(f"{prefix}/{name}", Route(handler, on_error))
 
 
@@ -42,8 +42,8 @@ def mount_root(
     Some clients can change only their host, not their paths; a key whose `dialect` names
     one of `by_name` gets that dialect's exact shapes at the root.
     """
-    default_handlers = json_handlers(service, settings, default)
-    tables = {name: json_handlers(service, settings, d) for name, d in by_name.items()}
+    default_handlers = json_handlers(service, settings, default, "root")
+    tables = {name: json_handlers(service, settings, d, "root") for name, d in by_name.items()}
     methods = set(default_handlers).union(*tables.values())
 
     async def key_dialect(request: Request) -> str | None:
@@ -119,7 +119,9 @@ def _error_renderer(dialect: JsonDialect) -> ErrorRenderer:
     return on_error
 
 
-def json_handlers(service: Service, settings: Settings, dialect: JsonDialect) -> dict[str, Handler]:
+def json_handlers(
+    service: Service, settings: Settings, dialect: JsonDialect, label: str
+) -> dict[str, Handler]:
     """Every method of a dialect, by name, each answering failures in the dialect's shape."""
 
     async def create_task(request: Request) -> Response:
@@ -168,22 +170,14 @@ def json_handlers(service: Service, settings: Settings, dialect: JsonDialect) ->
         handlers[name] = report(verdict)
 
     on_error = _error_renderer(dialect)
-    return {name: _guarded(handler, on_error) for name, handler in handlers.items()}
 
-
-def _guarded(handler: Handler, on_error: ErrorRenderer) -> Handler:
-    """Answer every failure in the dialect's error shape, never with a stack trace."""
-
-    async def guarded(request: Request) -> Response:
-        if request.method != "POST":
-            wrong = on_error(CapgateError(ErrorCode.NO_SUCH_METHOD, f"Use POST for {request.path}"))
+    def render(request: Request, error: CapgateError) -> Response:
+        if error.code is ErrorCode.NO_SUCH_METHOD:
+            wrong = on_error(error)
             return Response(wrong.body, status=405, content_type=wrong.content_type)
-        try:
-            return await handler(request)
-        except CapgateError as error:
-            return on_error(error)
-        except Exception:
-            log.exception("unexpected error on %s", request.path)
-            return on_error(CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again"))
+        return on_error(error)
 
-    return guarded
+    return {
+        name: guarded(post_only(handler), render, label=label, metrics=service.metrics)
+        for name, handler in handlers.items()
+    }

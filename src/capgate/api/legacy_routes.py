@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 
 from capgate.api.http import JSON, TEXT, Request, Response
-from capgate.api.routing import Handler, Route, Routes
+from capgate.api.routing import Route, Routes, guarded
 from capgate.dialects import twocaptcha_legacy as legacy
-from capgate.model import CapgateError, ErrorCode, Task
+from capgate.model import CapgateError, Task
 from capgate.service import Service
 
 log = logging.getLogger("capgate.api")
@@ -52,22 +52,12 @@ def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
                 tasks.append(None)
         return _answer(legacy.render_res_many(tasks, res.as_json), res.as_json)
 
-    routes.add("/in.php", Route(_guarded(in_php), _plain_error))
-    routes.add("/res.php", Route(_guarded(res_php), _plain_error))
+    def render(request: Request, error: CapgateError) -> Response:
+        return _error(error, _wants_json(request))
 
-
-def _guarded(handler: Handler) -> Handler:
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except CapgateError as error:
-            return _error(error, _wants_json(request))
-        except Exception:
-            log.exception("unexpected error on %s", request.path)
-            internal = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
-            return _error(internal, _wants_json(request))
-
-    return guarded
+    for path, handler in (("/in.php", in_php), ("/res.php", res_php)):
+        safe = guarded(handler, render, label="2captcha-legacy", metrics=service.metrics)
+        routes.add(path, Route(safe, _plain_error))
 
 
 def _answer(body: bytes, as_json: bool) -> Response:

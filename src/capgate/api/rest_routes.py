@@ -10,7 +10,7 @@ import logging
 from urllib.parse import parse_qsl
 
 from capgate.api.http import Request, Response
-from capgate.api.routing import Handler, Route, Routes
+from capgate.api.routing import Handler, Route, Routes, guarded
 from capgate.dialects import ucaptcha
 from capgate.model import CapgateError, ErrorCode
 from capgate.service import Service
@@ -44,8 +44,14 @@ def mount_ucaptcha(routes: Routes, service: Service, max_wait: float) -> None:
             task = await service.wait_until_final(task, min(wait, max_wait))
         return _response(*ucaptcha.render_result(task))
 
-    routes.add("/task/submit", Route(_guarded(submit), _on_error))
-    routes.add_prefix(RESULT_PREFIX, Route(_guarded(result), _on_error))
+    def render(request: Request, error: CapgateError) -> Response:
+        return _on_error(error)
+
+    def safe(handler: Handler) -> Handler:
+        return guarded(handler, render, label="ucaptcha", metrics=service.metrics)
+
+    routes.add("/task/submit", Route(safe(submit), _on_error))
+    routes.add_prefix(RESULT_PREFIX, Route(safe(result), _on_error))
 
 
 def _wait_seconds(query: bytes) -> float:
@@ -66,16 +72,3 @@ def _response(status: int, body: bytes) -> Response:
 
 def _on_error(error: CapgateError) -> Response:
     return _response(*ucaptcha.render_error(error))
-
-
-def _guarded(handler: Handler) -> Handler:
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except CapgateError as error:
-            return _on_error(error)
-        except Exception:
-            log.exception("unexpected error on %s", request.path)
-            return _on_error(CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again"))
-
-    return guarded

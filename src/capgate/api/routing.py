@@ -6,12 +6,16 @@ the handler runs (an oversized body) still reach the client in the shape it expe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from capgate.api.http import Request, Response
-from capgate.model import CapgateError
+from capgate.metrics import Metrics
+from capgate.model import CapgateError, ErrorCode
+
+log = logging.getLogger("capgate.api")
 
 Handler = Callable[[Request], Awaitable[Response]]
 ErrorRenderer = Callable[[CapgateError], Response]
@@ -51,3 +55,41 @@ class Routes:
             if path.startswith(prefix) and len(path) > len(prefix):
                 return candidate
         return None
+
+
+def guarded(
+    handler: Handler,
+    render: Callable[[Request, CapgateError], Response],
+    *,
+    label: str,
+    metrics: Metrics,
+) -> Handler:
+    """Answer every failure with `render` (the dialect's error shape), never a stack trace,
+    and count every answer by dialect and outcome."""
+
+    async def guard(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except CapgateError as error:
+            metrics.request(label, error.code.value)
+            return render(request, error)
+        except Exception:
+            log.exception("unexpected error on %s", request.path)
+            metrics.request(label, ErrorCode.INTERNAL.value)
+            internal = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
+            return render(request, internal)
+        metrics.request(label, "ok")
+        return response
+
+    return guard
+
+
+def post_only(handler: Handler) -> Handler:
+    """Refuse every method but POST with NO_SUCH_METHOD."""
+
+    async def checked(request: Request) -> Response:
+        if request.method != "POST":
+            raise CapgateError(ErrorCode.NO_SUCH_METHOD, f"Use POST for {request.path}")
+        return await handler(request)
+
+    return checked

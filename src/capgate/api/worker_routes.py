@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from capgate.api.http import Request, Response
-from capgate.api.routing import Handler, Route, Routes
+from capgate.api.routing import Route, Routes, guarded, post_only
 from capgate.model import CapgateError, ErrorCode, Lease, Solution, TaskType
 from capgate.service import Service
 
@@ -151,13 +151,22 @@ def mount_workers(routes: Routes, service: Service) -> None:
         )
         return Response(_OK if done else _LATE)
 
+    def render(request: Request, error: CapgateError) -> Response:
+        return _on_error(error)
+
     for name, handler in (
         ("lease", lease),
         ("extend", extend),
         ("complete", complete),
         ("fail", fail),
     ):
-        routes.add(f"/worker/{name}", Route(_guarded(handler), _on_error))
+        routes.add(
+            f"/worker/{name}",
+            Route(
+                guarded(post_only(handler), render, label="worker", metrics=service.metrics),
+                _on_error,
+            ),
+        )
 
 
 _STATUS = {ErrorCode.KEY_DOES_NOT_EXIST: 401, ErrorCode.INTERNAL: 503}
@@ -168,18 +177,3 @@ def _on_error(error: CapgateError) -> Response:
         {"ok": False, "error": error.code.value, "description": error.description}
     )
     return Response(body, status=_STATUS.get(error.code, 400))
-
-
-def _guarded(handler: Handler) -> Handler:
-    async def guarded(request: Request) -> Response:
-        if request.method != "POST":
-            return _on_error(CapgateError(ErrorCode.NO_SUCH_METHOD, "Use POST"))
-        try:
-            return await handler(request)
-        except CapgateError as error:
-            return _on_error(error)
-        except Exception:
-            log.exception("unexpected error on %s", request.path)
-            return _on_error(CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again"))
-
-    return guarded

@@ -1,0 +1,89 @@
+"""Prometheus metrics, kept in this process and rendered in the text exposition format.
+
+No key, secret or task content is ever a label: metrics are safe to show any operator.
+With `serve --workers N` each process counts its own requests; scrape each, or sum.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+
+# Solve-time buckets in seconds: local OCR answers in milliseconds, humans in tens of seconds.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class Histogram:
+    """Cumulative buckets, a sum and a count, as Prometheus histograms are."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one observation."""
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.total += value
+
+
+class Metrics:
+    """The counters capgate keeps about its requests and tasks."""
+
+    def __init__(self) -> None:
+        self.requests: defaultdict[Labels, int] = defaultdict(int)
+        self.tasks_created: defaultdict[Labels, int] = defaultdict(int)
+        self.tasks_finished: defaultdict[Labels, int] = defaultdict(int)
+        self.solve_seconds: defaultdict[Labels, Histogram] = defaultdict(Histogram)
+
+    def request(self, dialect: str, code: str) -> None:
+        """One answered request, by dialect and outcome ("ok" or the error code)."""
+        self.requests[(("dialect", dialect), ("code", code))] += 1
+
+    def task_created(self, task_type: str) -> None:
+        """One task accepted."""
+        self.tasks_created[(("type", task_type),)] += 1
+
+    def task_finished(self, task_type: str, status: str, solver: str, seconds: float) -> None:
+        """One task ready or failed, with the time its solver took."""
+        self.tasks_finished[(("type", task_type), ("status", status), ("solver", solver))] += 1
+        self.solve_seconds[(("solver", solver),)].observe(max(0.0, seconds))
+
+    def render(self, gauges: dict[str, tuple[str, float]]) -> bytes:
+        """The text exposition format, with the given gauges (name: (help, value)) added."""
+        lines: list[str] = []
+        _counter(lines, "capgate_requests_total", "Requests answered", self.requests)
+        _counter(lines, "capgate_tasks_created_total", "Tasks accepted", self.tasks_created)
+        _counter(
+            lines, "capgate_tasks_finished_total", "Tasks ready or failed", self.tasks_finished
+        )
+        name = "capgate_solve_seconds"
+        lines += [f"# HELP {name} Time from lease to answer", f"# TYPE {name} histogram"]
+        for labels, histogram in sorted(self.solve_seconds.items()):
+            cumulative = 0
+            for bound, count in zip((*BUCKETS, float("inf")), histogram.counts, strict=True):
+                cumulative += count
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                lines.append(f"{name}_bucket{_labels((*labels, ('le', le)))} {cumulative}")
+            lines.append(f"{name}_sum{_labels(labels)} {histogram.total}")
+            lines.append(f"{name}_count{_labels(labels)} {cumulative}")
+        for gauge, (help_text, value) in gauges.items():
+            lines += [f"# HELP {gauge} {help_text}", f"# TYPE {gauge} gauge", f"{gauge} {value}"]
+        return ("\n".join(lines) + "\n").encode()
+
+
+def _counter(lines: list[str], name: str, help_text: str, values: dict[Labels, int]) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    lines += [f"{name}{_labels(labels)} {count}" for labels, count in sorted(values.items())]
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
