@@ -108,7 +108,7 @@ def two_kilobyte_captcha() -> bytes:
 
     png = synth.generate(1, 1, synth.CHARSET_B, 4, 4)[0][0]
     out = io.BytesIO()
-    Image.open(io.BytesIO(png)).convert("L").save(out, format="JPEG", quality=35)
+    Image.open(io.BytesIO(png)).convert("L").save(out, format="JPEG", quality=75)
     return out.getvalue()
 
 
