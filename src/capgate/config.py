@@ -8,6 +8,7 @@ flags. Every field of `Settings` is a TOML key of the same name and an environme
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -57,6 +58,10 @@ class Settings:
     sync_wait_seconds: float = 10.0
     # The longest opt-in long-poll ("waitSeconds" / ?wait=) a client may ask for.
     max_wait_seconds: float = 30.0
+    # Callbacks go only to these hosts; to private, loopback, link-local or metadata
+    # addresses only inside these networks (CIDR). Both empty: no callbacks at all.
+    callback_hosts: list[str] = dataclasses.field(default_factory=list)
+    callback_allow_networks: list[str] = dataclasses.field(default_factory=list)
     # Background work.
     sweep_interval_seconds: float = 1.0
     dispatch_idle_seconds: float = 0.5
@@ -66,6 +71,11 @@ class Settings:
     prices: dict[TaskType, int] = dataclasses.field(
         default_factory=lambda: {t: parse_money(p) for t, p in DEFAULT_PRICES.items()}
     )
+
+    @property
+    def callback_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The networks callbacks may reach although they are not public."""
+        return [ipaddress.ip_network(n, strict=False) for n in self.callback_allow_networks]
 
     @property
     def ocr_model_path(self) -> Path | None:
@@ -115,6 +125,10 @@ def load_settings(
     for name, value in (overrides or {}).items():
         if value is not None:
             _set(settings, name, value, f"--{name.replace('_', '-')}")
+    try:
+        settings.callback_networks  # noqa: B018 - parse once, so a typo stops the start
+    except ValueError as exc:
+        raise ValueError(f"callback_allow_networks: {exc}") from None
     return settings
 
 
@@ -164,4 +178,7 @@ def _coerce(type_name: Any, value: Any) -> Any:
         return number
     if kind == "Path":
         return Path(str(value))
+    if kind == "list[str]":
+        items = value if isinstance(value, list) else str(value).split(",")
+        return [str(item).strip() for item in items if str(item).strip()]
     return str(value)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection
 
 import msgspec
 
+from capgate.callbacks import Deliverer, check_url
 from capgate.clock import Clock
 from capgate.completions import Completions
 from capgate.config import Settings
@@ -60,6 +61,7 @@ class Service:
         self._on_created = on_created
         self.completions = Completions()
         self.metrics = Metrics()
+        self.deliverer: Deliverer | None = None
         self._known_keys: dict[bytes, tuple[float, Key]] = {}
 
     async def authenticate(self, secret: str) -> Key:
@@ -101,6 +103,11 @@ class Service:
             if spec.body is None:
                 raise CapgateError(ErrorCode.ZERO_CAPTCHA_FILESIZE, "The task has no image")
             check_image(spec.body, self.settings.max_image_bytes, self.settings.max_image_pixels)
+        callback = spec.params.get("callbackUrl")
+        if callback is not None:
+            if not isinstance(callback, str):
+                raise CapgateError(ErrorCode.BAD_REQUEST, "callbackUrl must be a string")
+            check_url(callback, self.settings.callback_hosts)
         solver = self.router.choose(spec.type, spec.params)
         if solver is None:
             raise CapgateError(
@@ -253,6 +260,8 @@ class Service:
             status = "ready" if task.status is TaskStatus.READY else "failed"
             seconds = (task.finished_at or 0.0) - (task.started_at or task.created_at)
             self.metrics.task_finished(task.type.value, status, task.solver or "none", seconds)
+            if self.deliverer is not None:
+                self.deliverer.deliver(task)
 
     async def balance(self, key: Key) -> Key:
         """The key with its current balance."""

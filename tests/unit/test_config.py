@@ -67,3 +67,14 @@ def test_money_round_trips() -> None:
     assert format_money(-1500) == "-0.00150"
     with pytest.raises(ValueError):
         parse_money("lots")
+
+
+def test_lists_come_comma_separated_or_as_toml_arrays(tmp_path: Path) -> None:
+    settings = load_settings(env={"CAPGATE_CALLBACK_HOSTS": " a.example , b.example,"})
+    assert settings.callback_hosts == ["a.example", "b.example"]
+    config = tmp_path / "c.toml"
+    config.write_text('callback_allow_networks = ["10.0.0.0/8", "127.0.0.1"]\n')
+    networks = load_settings(config, env={}).callback_networks
+    assert [str(n) for n in networks] == ["10.0.0.0/8", "127.0.0.1/32"]
+    with pytest.raises(ValueError, match="callback_allow_networks"):
+        load_settings(env={"CAPGATE_CALLBACK_ALLOW_NETWORKS": "10.0.0.0/33"})

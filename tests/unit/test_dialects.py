@@ -210,3 +210,27 @@ def test_legacy_answers() -> None:
     )
     key = Key(1, "k", b"", 9_999_000, 0, 0.0)
     assert twocaptcha_legacy.render_balance(key, False) == b"9.999"
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("93.184.216.34", True),
+        ("10.1.2.3", False),
+        ("192.168.0.1", False),
+        ("127.0.0.1", False),
+        ("169.254.169.254", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("224.0.0.1", False),
+    ],
+)
+def test_callbacks_refuse_non_public_addresses_unless_allowed(address: str, allowed: bool) -> None:
+    import ipaddress
+
+    from capgate.callbacks import address_allowed
+
+    assert address_allowed(address, []) is allowed
+    assert address_allowed(
+        address, [ipaddress.ip_network("::/0"), ipaddress.ip_network("0.0.0.0/0")]
+    )

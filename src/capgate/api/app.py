@@ -26,6 +26,7 @@ from capgate.api.openapi import DOCUMENTS
 from capgate.api.rest_routes import mount_ucaptcha
 from capgate.api.routing import Handler, Route, Routes
 from capgate.api.worker_routes import mount_workers
+from capgate.callbacks import Deliverer, load_secret
 from capgate.clock import Clock, OffsetClock
 from capgate.config import Settings
 from capgate.dialects import JSON_DIALECTS, JSON_PREFIXES, anticaptcha
@@ -107,6 +108,9 @@ class App:
     async def startup(self) -> None:
         """Open the store, start the solvers, the dispatcher and the sweep."""
         await self.store.open()
+        self.service.deliverer = Deliverer(
+            load_secret(self.settings.data), self.settings.callback_networks
+        )
         if self.settings.local_solving:
             for solver in self.solvers:
                 await solver.start()
@@ -128,6 +132,8 @@ class App:
                 await self._sweeper
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.service.deliverer is not None:
+            await self.service.deliverer.stop()
         if self.settings.local_solving:
             for solver in self.solvers:
                 await solver.stop()

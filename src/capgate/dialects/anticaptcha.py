@@ -102,9 +102,11 @@ def parse_create(body: bytes) -> CreateRequest:
         raise CapgateError(ErrorCode.TASK_ABSENT, "The task property is empty or missing")
     if not isinstance(task, dict):
         raise CapgateError(ErrorCode.BAD_REQUEST, "The task property must be a JSON object")
-    # Some clients put languagePool next to the task instead of inside it.
-    if "languagePool" in request and "languagePool" not in task:
-        task = {**task, "languagePool": request["languagePool"]}
+    # Some clients put languagePool next to the task instead of inside it; callbackUrl
+    # belongs next to it ("" means none, CLIENTS.md rule 7).
+    for name in ("languagePool", "callbackUrl"):
+        if request.get(name) not in (None, "") and name not in task:
+            task = {**task, name: request[name]}
     return CreateRequest(client_key, task)
 
 

@@ -189,7 +189,8 @@ def parse_in(form: Form) -> tuple[str, TaskSpec, bool]:
     if method in ("post", "base64", ""):
         if "textcaptcha" in form and "file" not in form and not _text(form, "body"):
             raise CapgateError(ErrorCode.TASK_NOT_SUPPORTED, "Text captchas are not supported")
-        return key, TaskSpec(TaskType.IMAGE_TO_TEXT, _image_params(form), _image(form)), as_json
+        options = {**_image_params(form), **_pingback(form)}
+        return key, TaskSpec(TaskType.IMAGE_TO_TEXT, options, _image(form)), as_json
     if method == "userrecaptcha":
         version3 = _text(form, "version").lower() == "v3"
         if version3:
@@ -229,7 +230,14 @@ def parse_in(form: Form) -> tuple[str, TaskSpec, bool]:
         params["isInvisible"] = str(params["isInvisible"]).lower() in _TRUE
     if "minScore" in params:
         params["minScore"] = _number(str(params["minScore"]), "min_score")
+    params.update(_pingback(form))
     return key, TaskSpec(task_type, params), as_json
+
+
+def _pingback(form: Form) -> dict[str, object]:
+    """2Captcha's pingback URL, delivered in its own style (id and code, form-encoded)."""
+    url = _text(form, "pingback")
+    return {"callbackUrl": url, "callbackStyle": "pingback"} if url else {}
 
 
 def _number(value: str, name: str) -> float:
