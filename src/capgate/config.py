@@ -50,6 +50,9 @@ class Settings:
     ocr_model: str = ""
     lease_seconds: float = 30.0
     max_attempts: int = 3
+    # Per-key limits (0: unlimited), answered with the dialect's "no slot" error.
+    max_tasks_in_flight: int = 0
+    max_creates_per_second: float = 0.0
     # Input limits.
     max_request_bytes: int = 1_000_000
     max_image_bytes: int = 600_000

@@ -19,6 +19,7 @@ from capgate.completions import Completions
 from capgate.config import Settings
 from capgate.images import check_image
 from capgate.keys import hash_secret
+from capgate.limits import RateLimiter
 from capgate.metrics import Metrics
 from capgate.model import (
     CapgateError,
@@ -62,6 +63,7 @@ class Service:
         self.completions = Completions()
         self.metrics = Metrics()
         self.deliverer: Deliverer | None = None
+        self.rate_limiter = RateLimiter(settings.max_creates_per_second)
         self._known_keys: dict[bytes, tuple[float, Key]] = {}
 
     async def authenticate(self, secret: str) -> Key:
@@ -115,6 +117,7 @@ class Service:
                 f"No solver here accepts {spec.type.value} tasks with these parameters",
             )
         cost = 0 if solver.free else self.settings.prices[spec.type]
+        await self._check_limits(key)
         # The store refuses a short balance atomically, before anything is queued.
         now = self.clock.now()
         retention = (
@@ -142,6 +145,14 @@ class Service:
         if self._on_created is not None:
             self._on_created(task)
         return task
+
+    async def _check_limits(self, key: Key) -> None:
+        limit = self.settings.max_tasks_in_flight
+        if limit > 0 and await self.store.in_flight(key.id) >= limit:
+            raise CapgateError(
+                ErrorCode.NO_SLOT, f"Too many tasks in flight: this key may have {limit}"
+            )
+        self.rate_limiter.take(key.id)
 
     async def get_result(self, key: Key, task_id: int) -> Task:
         """The key's own task, counting the poll; another key's task is 'not found'."""

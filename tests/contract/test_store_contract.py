@@ -449,3 +449,14 @@ async def test_an_idempotency_key_creates_and_charges_once(store: Store) -> None
     )
     assert theirs.id != first.id
     assert await store.queue_depth() == 2
+
+
+async def test_in_flight_counts_a_keys_unfinished_tasks(store: Store) -> None:
+    alice, bob = await new_key(store, name="alice"), await new_key(store, name="bob")
+    for _ in range(3):
+        await create(store, alice.id, IMAGE, 1, "ip", T0, T0 + 120)
+    await create(store, bob.id, IMAGE, 1, "ip", T0, T0 + 120)
+    (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    assert await store.in_flight(alice.id) == 3
+    await store.complete(lease.task.id, lease.token, Solution(text="x"), "ocr", T0 + 1)
+    assert (await store.in_flight(alice.id), await store.in_flight(bob.id)) == (2, 1)

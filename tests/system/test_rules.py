@@ -3,6 +3,8 @@ poll limit, money and tenant isolation. Time moves by the test clock, never by s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support import BOOTSTRAP_KEY, CapgateServer, ServerFactory, captchas, image_task, run_cli
@@ -170,3 +172,28 @@ def test_an_idempotency_key_makes_a_retried_create_safe(idle_server: CapgateServ
     )
     assert refused["errorId"] == 110 and "different task" in refused["errorDescription"]
     assert idle_server.db_counts()[0] == 1
+
+
+def test_per_key_limits_answer_no_slot_and_spare_other_keys(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = start_server(tmp_path / "limits", local_solving="false", max_tasks_in_flight="2")
+    other = new_key(server, "1")
+    body, _ = captchas(seed=80, n=1)[0]
+    task = image_task(body)
+    for _ in range(2):
+        assert (
+            server.post("/createTask", {"clientKey": BOOTSTRAP_KEY, "task": task})["errorId"] == 0
+        )
+    refused = server.post("/createTask", {"clientKey": BOOTSTRAP_KEY, "task": task})
+    assert (refused["errorId"], refused["errorCode"]) == (2, "ERROR_NO_SLOT_AVAILABLE")
+    assert "in flight" in refused["errorDescription"]
+    assert server.post("/createTask", {"clientKey": other, "task": task})["errorId"] == 0
+    assert server.db_counts()[0] == 3
+
+    rated = start_server(tmp_path / "rate", local_solving="false", max_creates_per_second="2")
+    answers = [
+        rated.post("/createTask", {"clientKey": BOOTSTRAP_KEY, "task": task})["errorId"]
+        for _ in range(6)
+    ]
+    assert answers[:2] == [0, 0] and 2 in answers[2:]

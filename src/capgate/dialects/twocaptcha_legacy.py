@@ -51,6 +51,7 @@ ERRORS: dict[ErrorCode, str] = {
     # The vendor's REPORT_NOT_RECORDED lacks "ERROR", so the SDK would take it for success.
     ErrorCode.NOT_REPORTABLE: "ERROR_WRONG_CAPTCHA_ID",
     ErrorCode.IDEMPOTENCY_CONFLICT: "ERROR_BAD_PARAMETERS",
+    ErrorCode.NO_SLOT: "ERROR_NO_SLOT_AVAILABLE",
     ErrorCode.CAPTCHA_UNSOLVABLE: "ERROR_CAPTCHA_UNSOLVABLE",
     ErrorCode.TASK_TIMEOUT: "ERROR_CAPTCHA_UNSOLVABLE",
     # res.php without a known action (uCaptcha's table: "Missing action parameter").

@@ -153,6 +153,10 @@ class Store(abc.ABC):
         """Delete up to `limit` tasks whose retention has run out."""
 
     @abc.abstractmethod
+    async def in_flight(self, key_id: int) -> int:
+        """How many of the key's tasks are queued or running."""
+
+    @abc.abstractmethod
     async def queue_depth(self) -> int:
         """How many tasks wait in the queue."""
 

@@ -265,6 +265,9 @@ class MemoryStore(Store):
             self._idempotent = {k: v for k, v in self._idempotent.items() if v[0] in self._tasks}
         return len(doomed)
 
+    async def in_flight(self, key_id: int) -> int:
+        return sum(1 for t in self._tasks.values() if t.key_id == key_id and not t.status.is_final)
+
     async def queue_depth(self) -> int:
         return sum(1 for t in self._tasks.values() if t.status is TaskStatus.QUEUED)
 

@@ -74,6 +74,7 @@ CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (type, id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (lease_expires_at) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (deadline_at) WHERE status < 2;
 CREATE INDEX IF NOT EXISTS tasks_expiring ON tasks (expires_at);
+CREATE INDEX IF NOT EXISTS tasks_key_unfinished ON tasks (key_id) WHERE status < 2;
 """
 
 _TASK_COLUMNS = (
@@ -150,6 +151,7 @@ class _Q:
         " (SELECT id FROM tasks WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
     )
     queue_depth = "SELECT count(*) FROM tasks WHERE status = 0"
+    in_flight = "SELECT count(*) FROM tasks WHERE key_id = ? AND status < 2"
     verdict = (
         "UPDATE tasks SET verdict = ? WHERE id = ? AND key_id = ? AND status = 2"
         " AND verdict IS NULL RETURNING cost"
@@ -395,6 +397,10 @@ class SqliteStore(Store):
 
     async def purge(self, now: float, limit: int) -> int:
         return self.db.execute(_Q.purge, (now, limit)).rowcount
+
+    async def in_flight(self, key_id: int) -> int:
+        row = self.db.execute(_Q.in_flight, (key_id,)).fetchone()
+        return int(row[0])
 
     async def queue_depth(self) -> int:
         row = self.db.execute(_Q.queue_depth).fetchone()
