@@ -16,6 +16,7 @@ from capgate import __version__
 from capgate.clock import OffsetClock, SystemClock
 from capgate.config import Settings, load_settings
 from capgate.keys import hash_secret, new_secret
+from capgate.logs import configure as configure_logging
 from capgate.model import format_money, parse_money
 from capgate.store import Store, store_from_url
 
@@ -141,10 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
     from capgate.api.app import App
 
     settings = _settings(args, host=args.host, port=args.port)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if settings.store != "memory":
         asyncio.run(_bootstrap_key(settings))
     if args.workers < 1:
@@ -158,6 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
         "http": "httptools",
         "lifespan": "on",
         "log_level": settings.log_level.lower(),
+        "log_config": None,  # keep capgate's handlers: uvicorn logs through them
         "access_log": False,
         "server_header": False,
         "date_header": False,

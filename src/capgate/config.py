@@ -71,6 +71,8 @@ class Settings:
     # Lets tests move the server's clock through POST /_test/clock; never in production.
     test_clock: bool = False
     log_level: str = "info"
+    # "text", or "json" for one JSON object a line (with the request id).
+    log_format: str = "text"
     prices: dict[TaskType, int] = dataclasses.field(
         default_factory=lambda: {t: parse_money(p) for t, p in DEFAULT_PRICES.items()}
     )

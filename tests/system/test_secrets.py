@@ -36,3 +36,17 @@ def test_keys_stay_out_of_logs_and_answers(start_server: ServerFactory, tmp_path
     assert "Started server process" in log or "Uvicorn running" in log  # the log is real
     assert BOOTSTRAP_KEY not in log
     assert wrong not in log
+
+
+def test_json_logs_carry_the_request_id(start_server: ServerFactory, tmp_path: Path) -> None:
+    import json
+
+    server = start_server(tmp_path / "j", log_level="debug", log_format="json")
+    server.http.post(
+        "/getBalance", json={"clientKey": "nope"}, headers={"X-Request-Id": "trace-me-42"}
+    )
+    server.stop()
+    entries = [json.loads(line) for line in server.log.read_text().splitlines() if line]
+    assert entries and all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+    traced = [e for e in entries if e.get("request_id") == "trace-me-42"]
+    assert traced and "KEY_DOES_NOT_EXIST" in traced[0]["message"]

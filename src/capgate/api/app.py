@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 
 import msgspec
 
@@ -31,6 +32,7 @@ from capgate.clock import Clock, OffsetClock
 from capgate.config import Settings
 from capgate.dialects import JSON_DIALECTS, JSON_PREFIXES, anticaptcha
 from capgate.dispatch import Dispatcher
+from capgate.logs import request_id
 from capgate.model import CapgateError, ErrorCode
 from capgate.router import Router
 from capgate.service import Service
@@ -200,6 +202,8 @@ class App:
             )
             await send_response(send, route.on_error(error))
             return
+        rid = _header(scope, b"x-request-id") or secrets.token_hex(8)
+        request_id.set(rid[:64])
         client = scope.get("client")
         request = Request(
             method=scope["method"],
@@ -233,6 +237,13 @@ class App:
         now = self.clock.advance(seconds)
         await self.service.maintain()
         return Response(msgspec.json.encode({"now": now}))
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
 
 
 def _static(body: bytes) -> Handler:

@@ -72,6 +72,7 @@ def guarded(
             response = await handler(request)
         except CapgateError as error:
             metrics.request(label, error.code.value)
+            log.debug("%s %s refused: %s", request.method, request.path, error.code.value)
             return render(request, error)
         except Exception:
             log.exception("unexpected error on %s", request.path)
@@ -79,6 +80,8 @@ def guarded(
             internal = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
             return render(request, internal)
         metrics.request(label, "ok")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s answered %d", request.method, request.path, response.status)
         return response
 
     return guard
