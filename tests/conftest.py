@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support import CapgateServer, ServerFactory
+from tests.support import CapgateServer, ServerFactory, free_port
 
 
 @pytest.fixture
@@ -38,3 +45,70 @@ def idle_server(start_server: ServerFactory, tmp_path: Path) -> CapgateServer:
 def server(start_server: ServerFactory) -> CapgateServer:
     """A server with the local OCR solver and the test-key solver running."""
     return start_server()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on 127.0.0.1 for the session; its base URL (no database).
+
+    Skipped where Redis is not installed, except in CI (CI=true), where its absence fails.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not installed, and CI must test the Redis store")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    client.close()
+    yield f"redis://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """An empty Redis database for one test."""
+    import redis
+
+    client = redis.Redis.from_url(f"{redis_server}/0")
+    client.flushdb()
+    client.close()
+    return f"{redis_server}/0"
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Any]:
+    """Start `capgate worker` processes on demand; SIGKILL them all at the end."""
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def start(server: CapgateServer, key: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "capgate", "worker", "--server", server.base, "--key", key],
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        workers.append(process)
+        return process
+
+    yield start
+    for process in workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)

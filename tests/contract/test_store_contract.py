@@ -34,10 +34,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
     if request.param == "memory":
         return MemoryStore
+    if request.param == "redis":
+        from capgate.store.redis import RedisStore
+
+        url = request.getfixturevalue("redis_url")
+        return lambda: RedisStore(url)
     return lambda: SqliteStore(tmp_path / "capgate.db")
 
 

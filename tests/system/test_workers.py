@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,27 +15,6 @@ def worker_key(server: CapgateServer) -> str:
     done = run_cli("keys", "create", "--worker", "--name", "w", "--data", str(server.data))
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
-
-
-@pytest.fixture
-def start_worker() -> Iterator[Any]:
-    workers: list[subprocess.Popen[bytes]] = []
-
-    def start(server: CapgateServer, key: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "capgate", "worker", "--server", server.base, "--key", key],
-            env=os.environ.copy(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        workers.append(process)
-        return process
-
-    yield start
-    for process in workers:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
 
 
 def create(server: CapgateServer, body: str) -> int:

@@ -13,11 +13,17 @@ __all__ = ["MemoryStore", "SqliteStore", "Store", "store_from_url"]
 
 def store_from_url(url: str, data_dir: Path) -> Store:
     """Build the store a URL names: 'sqlite' (the default file under the data directory),
-    'sqlite:///path/to/file.db', or 'memory'."""
+    'sqlite:///path/to/file.db', 'redis://host:port/db', or 'memory'."""
     if url in ("", "sqlite"):
         return SqliteStore(data_dir / "capgate.db")
     if url.startswith("sqlite:///"):
         return SqliteStore(Path(url.removeprefix("sqlite:///")))
     if url == "memory":
         return MemoryStore()
-    raise ValueError(f"unknown store {url!r}: use 'sqlite', 'sqlite:///PATH' or 'memory'")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from capgate.store.redis import RedisStore
+
+        return RedisStore(url)
+    raise ValueError(
+        f"unknown store {url!r}: use 'sqlite', 'sqlite:///PATH', 'redis://HOST:PORT/DB' or 'memory'"
+    )

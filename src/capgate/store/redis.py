@@ -1,0 +1,549 @@
+"""The Redis store: several stateless API nodes and workers sharing one Redis.
+
+Every operation that must be atomic is one Lua script (create with its debit, lease, fenced
+complete, fail and refund, poll count, report, sweeps), so nodes never race each other.
+All keys share the hash tag `{cg}`, so the scripts run on Redis Cluster too. Time is passed
+in by the caller, as with every store (the tests move it); a task is as durable as Redis'
+persistence is configured to make it (see docs/guarantees.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any, cast
+
+import msgspec
+import redis.asyncio as aioredis
+
+from capgate.model import (
+    CapgateError,
+    ErrorCode,
+    Key,
+    Lease,
+    Solution,
+    Task,
+    TaskSpec,
+    TaskStatus,
+    TaskType,
+)
+from capgate.store.base import Store, idempotency_conflict
+
+P = "{cg}"  # The hash tag every key carries.
+
+# Shared Lua: the status moves that several scripts make.
+_LUA_COMMON = """
+local P = ARGV[1]
+local function task_key(id) return P .. ':task:' .. id end
+local function unqueue(id, typ) redis.call('ZREM', P .. ':queued:' .. typ, id) end
+local function finish(id, key_id)
+  redis.call('ZREM', P .. ':running', id)
+  redis.call('ZREM', P .. ':unfinished', id)
+  redis.call('SREM', P .. ':inflight:' .. key_id, id)
+end
+local function fail_task(id, code, description, solver, now)
+  local t = task_key(id)
+  local key_id = redis.call('HGET', t, 'key_id')
+  local cost = tonumber(redis.call('HGET', t, 'cost'))
+  unqueue(id, redis.call('HGET', t, 'type'))
+  redis.call('HSET', t, 'status', 3, 'error_code', code, 'error_description', description,
+    'finished_at', now, 'lease_token', '', 'lease_expires_at', '')
+  if solver ~= '' then redis.call('HSET', t, 'solver', solver) end
+  redis.call('HDEL', t, 'body')
+  finish(id, key_id)
+  redis.call('HINCRBY', P .. ':key:' .. key_id, 'balance', cost)
+end
+local function requeue(id, solver)
+  local t = task_key(id)
+  redis.call('HSET', t, 'status', 0, 'lease_token', '', 'lease_expires_at', '')
+  if solver ~= '' then redis.call('HSET', t, 'solver', solver) end
+  redis.call('ZREM', P .. ':running', id)
+  redis.call('ZADD', P .. ':queued:' .. redis.call('HGET', t, 'type'), id, id)
+end
+local function held(id, token, now)
+  local t = task_key(id)
+  local f = redis.call('HMGET', t, 'status', 'lease_token', 'lease_expires_at')
+  return f[1] == '1' and f[2] == token and f[3] ~= false and f[3] ~= ''
+    and tonumber(f[3]) > tonumber(now)
+end
+"""
+
+_CREATE = (
+    _LUA_COMMON
+    + """
+local key_id, typ, params, body, cost = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local ip, now, deadline, expires = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local idem_key, idem_hash = ARGV[11], ARGV[12]
+local idem = P .. ':idem:' .. key_id .. ':' .. idem_key
+if idem_key ~= '' then
+  local earlier = redis.call('GET', idem)
+  if earlier and redis.call('EXISTS', task_key(earlier)) == 1 then
+    if redis.call('HGET', task_key(earlier), 'idem_hash') ~= idem_hash then
+      return {'conflict'}
+    end
+    return {'ok', redis.call('HGETALL', task_key(earlier))}
+  end
+end
+local account = P .. ':key:' .. key_id
+if cost > 0 and tonumber(redis.call('HGET', account, 'balance')) < cost then
+  return {'zero'}
+end
+if cost > 0 then redis.call('HINCRBY', account, 'balance', -cost) end
+local id = redis.call('INCR', P .. ':seq:tasks')
+local t = task_key(id)
+redis.call('HSET', t, 'id', id, 'key_id', key_id, 'type', typ, 'params', params, 'status', 0,
+  'created_at', now, 'deadline_at', deadline, 'cost', cost, 'ip', ip, 'expires_at', expires,
+  'attempts', 0, 'polls', 0, 'idem_key', idem_key, 'idem_hash', idem_hash)
+if body ~= '' then redis.call('HSET', t, 'body', body) end
+redis.call('ZADD', P .. ':queued:' .. typ, id, id)
+redis.call('ZADD', P .. ':unfinished', deadline, id)
+redis.call('ZADD', P .. ':expiring', expires, id)
+redis.call('SADD', P .. ':inflight:' .. key_id, id)
+if idem_key ~= '' then redis.call('SET', idem, id) end
+return {'ok', redis.call('HGETALL', t)}
+"""
+)
+
+_POLL = (
+    _LUA_COMMON
+    + """
+local t = task_key(ARGV[2])
+if redis.call('HGET', t, 'key_id') ~= ARGV[3] then return false end
+redis.call('HINCRBY', t, 'polls', 1)
+return redis.call('HGETALL', t)
+"""
+)
+
+_LEASE = (
+    _LUA_COMMON
+    + """
+local now, expires, limit, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local given_token = ARGV[6] == '1'
+local lease_set = P .. ':lease:' .. token
+if given_token then
+  local out = {}
+  for _, id in ipairs(redis.call('SMEMBERS', lease_set)) do
+    if held(id, token, now) then table.insert(out, redis.call('HGETALL', task_key(id))) end
+  end
+  if #out > 0 then return out end
+end
+if limit <= 0 then return {} end
+local candidates = {}
+for i = 7, #ARGV do
+  for _, id in ipairs(redis.call('ZRANGE', P .. ':queued:' .. ARGV[i], 0, limit - 1)) do
+    table.insert(candidates, {tonumber(id), ARGV[i]})
+  end
+end
+table.sort(candidates, function(a, b) return a[1] < b[1] end)
+local out = {}
+for i = 1, math.min(limit, #candidates) do
+  local id, typ = candidates[i][1], candidates[i][2]
+  local t = task_key(id)
+  unqueue(id, typ)
+  redis.call('HINCRBY', t, 'attempts', 1)
+  if redis.call('HGET', t, 'started_at') == false then redis.call('HSET', t, 'started_at', now) end
+  redis.call('HSET', t, 'status', 1, 'lease_token', token, 'lease_expires_at', expires)
+  redis.call('ZADD', P .. ':running', expires, id)
+  redis.call('SADD', lease_set, id)
+  table.insert(out, redis.call('HGETALL', t))
+end
+if #out > 0 then
+  redis.call('PEXPIRE', lease_set, math.floor((tonumber(expires) - tonumber(now)) * 1000) + 60000)
+end
+return out
+"""
+)
+
+_EXTEND = (
+    _LUA_COMMON
+    + """
+local id, token, expires, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if not held(id, token, now) then return 0 end
+redis.call('HSET', task_key(id), 'lease_expires_at', expires)
+redis.call('ZADD', P .. ':running', expires, id)
+return 1
+"""
+)
+
+_COMPLETE = (
+    _LUA_COMMON
+    + """
+local id, token, solution, solver, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if not held(id, token, now) then return 0 end
+local t = task_key(id)
+local key_id = redis.call('HGET', t, 'key_id')
+redis.call('HSET', t, 'status', 2, 'solution', solution, 'solver', solver, 'finished_at', now,
+  'lease_token', '', 'lease_expires_at', '')
+redis.call('HDEL', t, 'body')
+finish(id, key_id)
+redis.call('HINCRBY', P .. ':key:' .. key_id, 'spent', tonumber(redis.call('HGET', t, 'cost')))
+return 1
+"""
+)
+
+_FAIL = (
+    _LUA_COMMON
+    + """
+local id, token, code, description = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local solver, now = ARGV[6], ARGV[7]
+local retry, max_attempts = ARGV[8] == '1', tonumber(ARGV[9])
+if not held(id, token, now) then return 0 end
+if retry and tonumber(redis.call('HGET', task_key(id), 'attempts')) < max_attempts then
+  requeue(id, solver)
+else
+  fail_task(id, code, description, solver, now)
+end
+return 1
+"""
+)
+
+_REQUEUE_EXPIRED = (
+    _LUA_COMMON
+    + """
+local now, max_attempts = ARGV[2], tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', now)
+for _, id in ipairs(ids) do
+  local attempts = tonumber(redis.call('HGET', task_key(id), 'attempts'))
+  if attempts < max_attempts then
+    requeue(id, '')
+  else
+    fail_task(id, 'CAPTCHA_UNSOLVABLE',
+      'No solver finished the task in ' .. attempts .. ' attempts', '', now)
+  end
+end
+return #ids
+"""
+)
+
+_FAIL_OVERDUE = (
+    _LUA_COMMON
+    + """
+local now = ARGV[2]
+local ids = redis.call('ZRANGEBYSCORE', P .. ':unfinished', '-inf', now)
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', task_key(id), 'deadline_at', 'created_at')
+  local seconds = math.floor(tonumber(f[1]) - tonumber(f[2]) + 0.5)
+  fail_task(id, 'TASK_TIMEOUT',
+    'No solver finished the task within its ' .. seconds .. ' s deadline', '', now)
+end
+return #ids
+"""
+)
+
+_PURGE = (
+    _LUA_COMMON
+    + """
+local now, limit = ARGV[2], tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', P .. ':expiring', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
+  local t = task_key(id)
+  local f = redis.call('HMGET', t, 'key_id', 'type', 'idem_key')
+  if f[1] then
+    unqueue(id, f[2])
+    finish(id, f[1])
+    if f[3] and f[3] ~= '' then redis.call('DEL', P .. ':idem:' .. f[1] .. ':' .. f[3]) end
+  end
+  redis.call('DEL', t)
+  redis.call('ZREM', P .. ':expiring', id)
+end
+return #ids
+"""
+)
+
+_REPORT = (
+    _LUA_COMMON
+    + """
+local t = task_key(ARGV[2])
+local key_id, correct = ARGV[3], ARGV[4]
+if redis.call('HGET', t, 'key_id') ~= key_id then return false end
+local f = redis.call('HMGET', t, 'status', 'verdict', 'cost')
+if f[1] == '2' and (f[2] == false or f[2] == '') then
+  redis.call('HSET', t, 'verdict', correct)
+  if correct == '0' and tonumber(f[3]) > 0 then
+    local cost = tonumber(f[3])
+    redis.call('HINCRBY', P .. ':key:' .. key_id, 'balance', cost)
+    redis.call('HINCRBY', P .. ':key:' .. key_id, 'spent', -cost)
+  end
+end
+return redis.call('HGETALL', t)
+"""
+)
+
+_CREATE_KEY = """
+local P = ARGV[1]
+local by_hash = P .. ':keyhash:' .. ARGV[3]
+if redis.call('EXISTS', by_hash) == 1 then return 0 end
+local id = redis.call('INCR', P .. ':seq:keys')
+redis.call('HSET', P .. ':key:' .. id, 'id', id, 'name', ARGV[2], 'key_hash', ARGV[3],
+  'balance', ARGV[4], 'spent', 0, 'created_at', ARGV[5], 'dialect', ARGV[6], 'worker', ARGV[7])
+redis.call('SET', by_hash, id)
+redis.call('ZADD', P .. ':keys', id, id)
+return id
+"""
+
+_encoder = msgspec.json.Encoder()
+_solution = msgspec.json.Decoder(Solution)
+_params = msgspec.json.Decoder(dict[str, Any])
+
+
+class RedisStore(Store):
+    """Tasks and keys in Redis, every atomic step one Lua script."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._redis: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    async def open(self) -> None:
+        self._redis = aioredis.Redis.from_url(self.url)
+        await self._redis.ping()
+        for name, source in (
+            ("create", _CREATE),
+            ("poll", _POLL),
+            ("lease", _LEASE),
+            ("extend", _EXTEND),
+            ("complete", _COMPLETE),
+            ("fail", _FAIL),
+            ("requeue_expired", _REQUEUE_EXPIRED),
+            ("fail_overdue", _FAIL_OVERDUE),
+            ("purge", _PURGE),
+            ("report", _REPORT),
+            ("create_key", _CREATE_KEY),
+        ):
+            self._scripts[name] = self._redis.register_script(source)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The open connection pool."""
+        if self._redis is None:
+            raise RuntimeError("the store is not open")
+        return self._redis
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        return await self._scripts[name](keys=[f"{P}:seq:tasks"], args=[P, *args])
+
+    # --- keys -------------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        name: str,
+        key_hash: bytes,
+        balance: int,
+        now: float,
+        dialect: str | None = None,
+        worker: bool = False,
+    ) -> Key:
+        key_id = await self._run(
+            "create_key", name, key_hash.hex(), balance, repr(now), dialect or "", int(worker)
+        )
+        if not key_id:
+            raise ValueError("a key with this secret exists already")
+        return Key(int(key_id), name, key_hash, balance, 0, now, dialect, worker)
+
+    async def key_by_hash(self, key_hash: bytes) -> Key | None:
+        key_id = await self.redis.get(f"{P}:keyhash:{key_hash.hex()}")
+        return None if key_id is None else await self.get_key(int(key_id))
+
+    async def get_key(self, key_id: int) -> Key | None:
+        fields = cast(dict[bytes, bytes], await self.redis.hgetall(f"{P}:key:{key_id}"))
+        return _key(fields) if fields else None
+
+    async def list_keys(self) -> list[Key]:
+        ids = cast(list[bytes], await self.redis.zrange(f"{P}:keys", 0, -1))
+        keys = [await self.get_key(int(i)) for i in ids]
+        return [k for k in keys if k is not None]
+
+    async def add_balance(self, key_id: int, amount: int) -> Key | None:
+        if not await self.redis.exists(f"{P}:key:{key_id}"):
+            return None
+        await self.redis.hincrby(f"{P}:key:{key_id}", "balance", amount)
+        return await self.get_key(key_id)
+
+    # --- tasks ------------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        key_id: int,
+        spec: TaskSpec,
+        cost: int,
+        ip: str,
+        now: float,
+        deadline_at: float,
+        expires_at: float,
+        idempotency: tuple[str, bytes] | None = None,
+    ) -> Task:
+        answer = await self._run(
+            "create",
+            key_id,
+            spec.type.value,
+            _encoder.encode(spec.params),
+            spec.body or b"",
+            cost,
+            ip,
+            repr(now),
+            repr(deadline_at),
+            repr(expires_at),
+            idempotency[0] if idempotency else "",
+            idempotency[1].hex() if idempotency else "",
+        )
+        outcome = answer[0].decode()
+        if outcome == "zero":
+            raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
+        if outcome == "conflict":
+            assert idempotency is not None
+            raise idempotency_conflict(idempotency[0])
+        return _task(answer[1])
+
+    async def get_task(self, task_id: int) -> Task | None:
+        fields = cast(dict[bytes, bytes], await self.redis.hgetall(f"{P}:task:{task_id}"))
+        return _task_from_dict(fields) if fields else None
+
+    async def poll_task(self, task_id: int, key_id: int) -> Task | None:
+        answer = await self._run("poll", task_id, key_id)
+        return _task(answer) if answer else None
+
+    async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
+        answer = await self._run("report", task_id, key_id, int(correct))
+        return _task(answer) if answer else None
+
+    async def lease(
+        self,
+        types: Collection[TaskType],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        token: str | None = None,
+    ) -> list[Lease]:
+        import secrets
+
+        chosen = token or secrets.token_hex(8)
+        expires = now + lease_seconds
+        rows = await self._run(
+            "lease",
+            repr(now),
+            repr(expires),
+            limit,
+            chosen,
+            int(token is not None),
+            *[t.value for t in types],
+        )
+        tasks = sorted((_task(row) for row in rows), key=lambda t: t.id)
+        return [Lease(t, chosen, t.lease_expires_at or expires) for t in tasks]
+
+    async def extend_lease(self, task_id: int, token: str, expires_at: float, now: float) -> bool:
+        return bool(
+            await self._run("extend", task_id, token, repr(max(expires_at, now)), repr(now))
+        )
+
+    async def complete(
+        self, task_id: int, token: str, solution: Solution, solver: str, now: float
+    ) -> bool:
+        done = await self._run(
+            "complete", task_id, token, _encoder.encode(solution), solver, repr(now)
+        )
+        return bool(done)
+
+    async def fail(
+        self,
+        task_id: int,
+        token: str,
+        code: ErrorCode,
+        description: str,
+        solver: str,
+        now: float,
+        *,
+        retry: bool,
+        max_attempts: int,
+    ) -> bool:
+        done = await self._run(
+            "fail",
+            task_id,
+            token,
+            code.value,
+            description,
+            solver,
+            repr(now),
+            int(retry),
+            max_attempts,
+        )
+        return bool(done)
+
+    async def requeue_expired_leases(self, now: float, max_attempts: int) -> int:
+        return int(await self._run("requeue_expired", repr(now), max_attempts))
+
+    async def fail_overdue(self, now: float) -> int:
+        return int(await self._run("fail_overdue", repr(now)))
+
+    async def purge(self, now: float, limit: int) -> int:
+        return int(await self._run("purge", repr(now), limit))
+
+    async def in_flight(self, key_id: int) -> int:
+        return int(await self.redis.scard(f"{P}:inflight:{key_id}"))
+
+    async def queue_depth(self) -> int:
+        total = 0
+        for task_type in TaskType:
+            total += int(await self.redis.zcard(f"{P}:queued:{task_type.value}"))
+        return total
+
+
+def _key(fields: dict[bytes, bytes]) -> Key:
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    return Key(
+        id=int(text["id"]),
+        name=text["name"],
+        key_hash=bytes.fromhex(text["key_hash"]),
+        balance=int(text["balance"]),
+        spent=int(text["spent"]),
+        created_at=float(text["created_at"]),
+        dialect=text["dialect"] or None,
+        worker=text["worker"] == "1",
+    )
+
+
+def _task(flat: list[bytes]) -> Task:
+    return _task_from_dict(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def _float(value: bytes | None) -> float | None:
+    return float(value) if value else None
+
+
+def _task_from_dict(raw: dict[bytes, bytes]) -> Task:
+    f = {k.decode(): v for k, v in raw.items()}
+
+    def text(name: str) -> str | None:
+        value = f.get(name)
+        return value.decode() if value else None
+
+    solution = f.get("solution")
+    error_code = text("error_code")
+    verdict = text("verdict")
+    return Task(
+        id=int(f["id"]),
+        key_id=int(f["key_id"]),
+        type=TaskType(f["type"].decode()),
+        params=_params.decode(f["params"]),
+        body=f.get("body") or None,
+        status=TaskStatus(int(f["status"])),
+        created_at=float(f["created_at"]),
+        deadline_at=float(f["deadline_at"]),
+        cost=int(f["cost"]),
+        ip=f["ip"].decode(),
+        expires_at=float(f["expires_at"]),
+        started_at=_float(f.get("started_at")),
+        finished_at=_float(f.get("finished_at")),
+        attempts=int(f["attempts"]),
+        polls=int(f["polls"]),
+        solver=text("solver"),
+        solution=_solution.decode(solution) if solution else None,
+        error_code=ErrorCode(error_code) if error_code else None,
+        error_description=text("error_description"),
+        lease_token=text("lease_token"),
+        lease_expires_at=_float(f.get("lease_expires_at")),
+        verdict=None if verdict is None else verdict == "1",
+    )
