@@ -112,6 +112,47 @@ def two_kilobyte_captcha() -> bytes:
     return out.getvalue()
 
 
+def measure_capgate(
+    store_name: str, store: str, image: str, seconds: int, connections: int, work: Path
+) -> dict[str, dict[str, float]]:
+    """capgate on one store: its three hot routes."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CAPGATE_BOOTSTRAP_KEY": KEY,
+        "CAPGATE_BOOTSTRAP_BALANCE": "100000000",
+        "CAPGATE_LOCAL_SOLVING": "false",
+        "CAPGATE_MAX_POLLS": "2000000000",
+        "CAPGATE_LOG_LEVEL": "warning",
+        "CAPGATE_STORE": store,
+    }
+    server = subprocess.Popen(
+        pinned(0, [sys.executable, "-m", "capgate", "serve", "--port", str(port),
+                   "--data", str(work / f"data-{store_name}")]),
+        env=env,
+    )  # fmt: skip
+    results = {}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(f"{base}/healthz")
+        task = {"type": "ImageToTextTask", "body": image}
+        created = httpx.post(f"{base}/createTask", json={"clientKey": KEY, "task": task})
+        task_id = created.json()["taskId"]
+        for name, path, payload in (
+            ("getTaskResult (stored task)", "/getTaskResult", {"taskId": task_id}),
+            ("getTaskResult (unknown id)", "/getTaskResult", {"taskId": 10**12}),
+            ("createTask (2 KB image)", "/createTask", {"task": task}),
+        ):
+            body = json.dumps({"clientKey": KEY, **payload})
+            results[f"{store_name}: {name}"] = wrk(
+                f"{base}{path}", body, seconds, connections, work
+            )
+    finally:
+        server.terminate()
+        server.wait()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
@@ -142,36 +183,25 @@ def main() -> None:
             ceiling.terminate()
             ceiling.wait()
 
-        port = free_port()
-        env = {
-            **os.environ,
-            "CAPGATE_BOOTSTRAP_KEY": KEY,
-            "CAPGATE_BOOTSTRAP_BALANCE": "100000000",
-            "CAPGATE_LOCAL_SOLVING": "false",
-            "CAPGATE_MAX_POLLS": "2000000000",
-            "CAPGATE_LOG_LEVEL": "warning",
-        }
-        server = subprocess.Popen(
-            pinned(0, [sys.executable, "-m", "capgate", "serve", "--port", str(port),
-                       "--data", str(work / "data")]),
-            env=env,
-        )  # fmt: skip
+        stores = {"SQLite": "sqlite"}
+        redis: subprocess.Popen[bytes] | None = None
+        if shutil.which("redis-server"):
+            redis_port = free_port()
+            redis = subprocess.Popen(
+                pinned(0, ["redis-server", "--port", str(redis_port), "--save", "",
+                           "--appendonly", "no", "--dir", str(work)]),
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            stores["Redis"] = f"redis://127.0.0.1:{redis_port}/0"
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(f"{base}/healthz")
-            task = {"type": "ImageToTextTask", "body": image}
-            created = httpx.post(f"{base}/createTask", json={"clientKey": KEY, "task": task})
-            task_id = created.json()["taskId"]
-            for name, path, payload in (
-                ("getTaskResult (stored task)", "/getTaskResult", {"taskId": task_id}),
-                ("getTaskResult (unknown id)", "/getTaskResult", {"taskId": 10**12}),
-                ("createTask (2 KB image)", "/createTask", {"task": task}),
-            ):
-                body = json.dumps({"clientKey": KEY, **payload})
-                results[name] = wrk(f"{base}{path}", body, args.seconds, args.connections, work)
+            for store_name, store in stores.items():
+                results.update(
+                    measure_capgate(store_name, store, image, args.seconds, args.connections, work)
+                )
         finally:
-            server.terminate()
-            server.wait()
+            if redis is not None:
+                redis.terminate()
+                redis.wait()
 
     ceiling_rps = results["ceiling"]["rps"]
     print(f"image: {len(base64.b64decode(image))} bytes ({len(image)} in base64)")
