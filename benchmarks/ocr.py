@@ -79,9 +79,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="images per generated set")
     parser.add_argument("--ddddocr", action="store_true", help="also run ddddocr")
     parser.add_argument("--realworld", type=Path, help="folder of labelled real-world sets")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="an ONNX model")
     args = parser.parse_args()
 
-    engine = OcrEngine(threads=1)
+    engine = OcrEngine(args.model, threads=1)
     readers: dict[str, Reader] = {"capgate": lambda png: engine.read(png).text}
     if args.ddddocr:
         import ddddocr
@@ -89,7 +90,7 @@ def main() -> None:
         dddd = ddddocr.DdddOcr(show_ad=False)
         readers["ddddocr"] = lambda png: str(dddd.classification(png))
 
-    print(f"model: {DEFAULT_MODEL.name}, {DEFAULT_MODEL.stat().st_size / 1e6:.2f} MB")
+    print(f"model: {args.model}, {args.model.stat().st_size / 1e6:.2f} MB")
     print("| set | engine | images | exact | case-insensitive | images/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (seed, charset, lo, hi, dejavu) in SETS.items():
