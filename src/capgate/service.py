@@ -168,7 +168,8 @@ class Service:
             )
         if not task.status.is_final and now >= task.deadline_at:
             # Enforce the deadline on read too, so no client waits on the sweep.
-            await self.store.fail_overdue(now)
+            for failed in await self.store.fail_overdue(now):
+                await self.task_finished(failed)
             task = await self.store.get_task(task_id) or task
         return task
 
@@ -281,8 +282,12 @@ class Service:
     async def maintain(self) -> None:
         """One pass of housekeeping: expired leases, missed deadlines, retention."""
         now = self.clock.now()
-        await self.store.requeue_expired_leases(now, self.settings.max_attempts)
-        await self.store.fail_overdue(now)
+        moved = await self.store.requeue_expired_leases(now, self.settings.max_attempts)
+        moved += await self.store.fail_overdue(now)
+        # Tasks the sweep ended get what a solver's end gets: waiters woken, metrics,
+        # callbacks (task_finished skips the ones that only went back to the queue).
+        for task_id in moved:
+            await self.task_finished(task_id)
         await self.store.purge(now, 1000)
 
 

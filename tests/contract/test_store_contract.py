@@ -195,7 +195,7 @@ async def test_late_result_from_an_expired_lease_is_ignored(store: Store) -> Non
     (old,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
     # Expired but not yet swept: still refused.
     assert not await store.complete(task.id, old.token, Solution(text="late"), "ocr", T0 + 30)
-    assert await store.requeue_expired_leases(T0 + 31, max_attempts=3) == 1
+    assert len(await store.requeue_expired_leases(T0 + 31, max_attempts=3)) == 1
     (new,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0 + 32)
     assert new.task.attempts == 2
     assert not await store.complete(task.id, old.token, Solution(text="late"), "ocr", T0 + 33)
@@ -211,7 +211,7 @@ async def test_extend_lease(store: Store) -> None:
     task = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)
     (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
     assert await store.extend_lease(task.id, lease.token, T0 + 60, T0 + 20)
-    assert await store.requeue_expired_leases(T0 + 45, 3) == 0
+    assert len(await store.requeue_expired_leases(T0 + 45, 3)) == 0
     assert not await store.extend_lease(task.id, "wrong", T0 + 90, T0 + 21)
     assert not await store.extend_lease(task.id, lease.token, T0 + 90, T0 + 61)
     assert await store.complete(task.id, lease.token, Solution(text="x"), "ocr", T0 + 59)
@@ -275,8 +275,8 @@ async def test_final_failure_refunds_once(store: Store) -> None:
         retry=False,
         max_attempts=3,
     )
-    assert await store.fail_overdue(T0 + 500) == 0
-    assert await store.requeue_expired_leases(T0 + 500, 3) == 0
+    assert len(await store.fail_overdue(T0 + 500)) == 0
+    assert len(await store.requeue_expired_leases(T0 + 500, 3)) == 0
     failed = await store.get_task(task.id)
     assert failed is not None
     assert (failed.status, failed.error_code) == (TaskStatus.FAILED, ErrorCode.CAPTCHA_UNSOLVABLE)
@@ -290,7 +290,7 @@ async def test_expired_lease_out_of_attempts_fails_and_refunds(store: Store) -> 
     for round_ in range(2):
         start = T0 + round_ * 100
         assert len(await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, start)) == 1
-        assert await store.requeue_expired_leases(start + 31, max_attempts=2) == 1
+        assert len(await store.requeue_expired_leases(start + 31, max_attempts=2)) == 1
     failed = await store.get_task(task.id)
     assert failed is not None and failed.status is TaskStatus.FAILED
     assert failed.error_code is ErrorCode.CAPTCHA_UNSOLVABLE
@@ -303,9 +303,9 @@ async def test_overdue_tasks_time_out_and_are_refunded(store: Store) -> None:
     running = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
     later = await create(store, key.id, IMAGE, 1000, "ip", T0 + 60, T0 + 180)
     await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)  # leases `queued` (the oldest)
-    assert await store.fail_overdue(T0 + 119) == 0
-    assert await store.fail_overdue(T0 + 120) == 2
-    assert await store.fail_overdue(T0 + 121) == 0
+    assert len(await store.fail_overdue(T0 + 119)) == 0
+    assert await store.fail_overdue(T0 + 120) == sorted([queued.id, running.id])
+    assert len(await store.fail_overdue(T0 + 121)) == 0
     for task_id in (queued.id, running.id):
         task = await store.get_task(task_id)
         assert task is not None

@@ -144,3 +144,25 @@ def test_a_callback_host_off_the_allow_list_is_refused_at_create(
         "/createTask", {"clientKey": BOOTSTRAP_KEY, "task": TURNSTILE, "callbackUrl": ""}
     )
     assert answer["errorId"] == 0
+
+
+def test_a_task_that_times_out_still_calls_back(
+    start_server: ServerFactory, receiver: Receiver, tmp_path: Path
+) -> None:
+    server = start_server(
+        tmp_path / "cb",
+        local_solving="false",
+        callback_hosts="127.0.0.1",
+        callback_allow_networks="127.0.0.1/32",
+    )
+    created = server.post(
+        "/createTask",
+        {"clientKey": BOOTSTRAP_KEY, "task": TURNSTILE, "callbackUrl": f"{receiver.url}/late"},
+    )
+    server.advance(121)  # past the deadline; the sweep fails the task and refunds it
+    receiver.wait(1)
+    ((path, _, body),) = receiver.received
+    assert path == "/late"
+    answer = msgspec.json.decode(body)
+    assert (answer["errorId"], answer["taskId"]) == (12, created["taskId"])
+    assert "deadline" in answer["errorDescription"]

@@ -141,12 +141,13 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def requeue_expired_leases(self, now: float, max_attempts: int) -> int:
-        """Return tasks whose lease ran out to the queue, or fail them if out of attempts."""
+    async def requeue_expired_leases(self, now: float, max_attempts: int) -> list[int]:
+        """Return tasks whose lease ran out to the queue, or fail them if out of attempts;
+        the ids of the tasks it moved."""
 
     @abc.abstractmethod
-    async def fail_overdue(self, now: float) -> int:
-        """Fail (and refund) every unfinished task whose deadline has passed."""
+    async def fail_overdue(self, now: float) -> list[int]:
+        """Fail (and refund) every unfinished task whose deadline has passed; their ids."""
 
     @abc.abstractmethod
     async def purge(self, now: float, limit: int) -> int:

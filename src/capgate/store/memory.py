@@ -230,32 +230,32 @@ class MemoryStore(Store):
             self._fail(task, code, description, now)
         return True
 
-    async def requeue_expired_leases(self, now: float, max_attempts: int) -> int:
-        count = 0
+    async def requeue_expired_leases(self, now: float, max_attempts: int) -> list[int]:
+        moved: list[int] = []
         for task in self._tasks.values():
             if (
                 task.status is TaskStatus.RUNNING
                 and task.lease_expires_at is not None
                 and task.lease_expires_at <= now
             ):
-                count += 1
+                moved.append(task.id)
                 if task.attempts < max_attempts:
                     self._requeue(task)
                 else:
                     self._fail(
                         task, ErrorCode.CAPTCHA_UNSOLVABLE, out_of_attempts(task.attempts), now
                     )
-        return count
+        return sorted(moved)
 
-    async def fail_overdue(self, now: float) -> int:
-        count = 0
+    async def fail_overdue(self, now: float) -> list[int]:
+        failed: list[int] = []
         for task in self._tasks.values():
             if not task.status.is_final and task.deadline_at <= now:
                 self._fail(
                     task, ErrorCode.TASK_TIMEOUT, timed_out(task.deadline_at - task.created_at), now
                 )
-                count += 1
-        return count
+                failed.append(task.id)
+        return sorted(failed)
 
     async def purge(self, now: float, limit: int) -> int:
         doomed = [t.id for t in self._tasks.values() if t.expires_at <= now][:limit]

@@ -210,7 +210,7 @@ for _, id in ipairs(ids) do
       'No solver finished the task in ' .. attempts .. ' attempts', '', now)
   end
 end
-return #ids
+return ids
 """
 )
 
@@ -225,7 +225,7 @@ for _, id in ipairs(ids) do
   fail_task(id, 'TASK_TIMEOUT',
     'No solver finished the task within its ' .. seconds .. ' s deadline', '', now)
 end
-return #ids
+return ids
 """
 )
 
@@ -472,11 +472,11 @@ class RedisStore(Store):
         )
         return bool(done)
 
-    async def requeue_expired_leases(self, now: float, max_attempts: int) -> int:
-        return int(await self._run("requeue_expired", repr(now), max_attempts))
+    async def requeue_expired_leases(self, now: float, max_attempts: int) -> list[int]:
+        return sorted(int(i) for i in await self._run("requeue_expired", repr(now), max_attempts))
 
-    async def fail_overdue(self, now: float) -> int:
-        return int(await self._run("fail_overdue", repr(now)))
+    async def fail_overdue(self, now: float) -> list[int]:
+        return sorted(int(i) for i in await self._run("fail_overdue", repr(now)))
 
     async def purge(self, now: float, limit: int) -> int:
         return int(await self._run("purge", repr(now), limit))

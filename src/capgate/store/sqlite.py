@@ -360,7 +360,7 @@ class SqliteStore(Store):
                 self._fail(task_id, key_id, cost, code, description, solver, now)
         return True
 
-    async def requeue_expired_leases(self, now: float, max_attempts: int) -> int:
+    async def requeue_expired_leases(self, now: float, max_attempts: int) -> list[int]:
         db = self.db
         with _transaction(db):
             rows = db.execute(_Q.expired_leases, (now,)).fetchall()
@@ -377,9 +377,9 @@ class SqliteStore(Store):
                         None,
                         now,
                     )
-        return len(rows)
+        return sorted(row[0] for row in rows)
 
-    async def fail_overdue(self, now: float) -> int:
+    async def fail_overdue(self, now: float) -> list[int]:
         db = self.db
         with _transaction(db):
             rows = db.execute(_Q.overdue, (now,)).fetchall()
@@ -393,7 +393,7 @@ class SqliteStore(Store):
                     None,
                     now,
                 )
-        return len(rows)
+        return sorted(row[0] for row in rows)
 
     async def purge(self, now: float, limit: int) -> int:
         return self.db.execute(_Q.purge, (now, limit)).rowcount
