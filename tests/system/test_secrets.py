@@ -41,7 +41,8 @@ def test_keys_stay_out_of_logs_and_answers(start_server: ServerFactory, tmp_path
 def test_json_logs_carry_the_request_id(start_server: ServerFactory, tmp_path: Path) -> None:
     import json
 
-    server = start_server(tmp_path / "j", log_level="debug", log_format="json")
+    # No OCR pool: its worker processes are not the server's logs.
+    server = start_server(tmp_path / "j", log_level="debug", log_format="json", ocr="false")
     server.http.post(
         "/getBalance", json={"clientKey": "nope"}, headers={"X-Request-Id": "trace-me-42"}
     )

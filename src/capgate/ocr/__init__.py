@@ -1,0 +1,1 @@
+"""Local captcha OCR: a small CRNN run by onnxruntime (engine) and seeded captchas (synth)."""

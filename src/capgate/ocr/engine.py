@@ -59,7 +59,10 @@ def open_image(data: bytes) -> Image.Image:
         if getattr(image, "n_frames", 1) > 1:
             image = next(iter(ImageSequence.Iterator(image)))
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        # Pillow's own message names the BytesIO object, which tells a client nothing.
+        raise ValueError("not a readable PNG, JPEG, GIF or WEBP image (unknown format)") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a readable PNG, JPEG, GIF or WEBP image ({exc})") from None
     return image
 

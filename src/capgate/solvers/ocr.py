@@ -81,8 +81,11 @@ class OcrSolver(Solver):
 
     async def stop(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            # Join the workers: a pool left behind leaks its semaphores at exit.
+            pool, self._pool = self._pool, None
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pool.shutdown(wait=True, cancel_futures=True)
+            )
 
     async def solve(self, task: Task) -> Solution:
         if task.body is None:
