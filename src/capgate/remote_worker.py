@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from capgate.ocr.engine import OcrEngine
+from capgate.solvers.ocr import constraints_for
 
 log = logging.getLogger("capgate.worker")
 
@@ -79,7 +80,10 @@ class RemoteWorker:
         for lease in leases:
             held = {"taskId": lease["taskId"], "token": lease["token"]}
             try:
-                result = self.engine.read(base64.b64decode(lease["body"] or ""))
+                result = self.engine.read(
+                    base64.b64decode(lease["body"] or ""),
+                    constraints=constraints_for(lease.get("params") or {}),
+                )
             except ValueError as exc:
                 self._post("/worker/fail", {**held, "description": f"unreadable image: {exc}"})
                 continue

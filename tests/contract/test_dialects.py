@@ -423,3 +423,16 @@ def test_numeric_option_constrains_the_reader(server: CapgateServer) -> None:
             created = server.post("/capsolver/createTask", {"clientKey": K, "task": task})
             text = created["solution"]["text"]
             assert text and all(allowed(c) for c in text), (numeric, text)
+
+
+def test_length_options_constrain_the_reader(server: CapgateServer) -> None:
+    body, _ = captchas(8202, 1)[0]
+    for options, check in (
+        ({"minLength": 4, "maxLength": 4}, lambda text: len(text) == 4),
+        ({"minLength": 6, "maxLength": 6}, lambda text: len(text) == 6),
+        ({"maxLength": 2}, lambda text: 1 <= len(text) <= 2),
+        ({"minLength": "", "maxLength": None}, lambda text: text != ""),
+    ):
+        task = {**image_task(body), **options}
+        created = server.post("/capsolver/createTask", {"clientKey": K, "task": task})
+        assert check(created["solution"]["text"]), (options, created)

@@ -66,3 +66,58 @@ def test_greedy_ctc_decoding_collapses_repeats_and_blanks() -> None:
     assert result.confidence == pytest.approx(1.0, abs=1e-6)
     # Constraining to "B" picks the best allowed reading instead of filtering.
     assert decode(logits, charset, allowed="B").text == "B"
+
+
+def test_length_bounds_pick_the_best_reading_of_that_length() -> None:
+    from capgate.ocr.engine import Constraints
+
+    charset = "AB"
+    # Frames clearly read A, A, blank, B, B ("AB"), but the third frame also leans to "B".
+    logits = np.array([[0, 9, 0], [0, 9, 0], [6, 0, 5], [0, 0, 9], [0, 0, 9]], dtype=np.float32)
+    assert decode(logits, charset).text == "AB"
+    assert decode(logits, charset, constraints=Constraints(max_length=1)).text in ("A", "B")
+    three = decode(logits, charset, constraints=Constraints(min_length=3))
+    assert len(three.text) == 3
+    assert three.confidence < decode(logits, charset).confidence
+    assert decode(logits, charset, constraints=Constraints(min_length=9)).text == ""
+
+
+def test_wide_length_bounds_agree_with_greedy_decoding() -> None:
+    from capgate.ocr.engine import Constraints
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        logits = rng.normal(0, 3, (12, 5)).astype(np.float32)
+        greedy = decode(logits, "abcd")
+        bounded = decode(logits, "abcd", constraints=Constraints(min_length=0, max_length=12))
+        assert bounded.text == greedy.text
+        assert bounded.confidence == pytest.approx(greedy.confidence)
+        exact = len(greedy.text)
+        fixed = decode(logits, "abcd", constraints=Constraints(min_length=exact, max_length=exact))
+        assert fixed.text == greedy.text
+
+
+def test_bounded_decoding_finds_the_most_likely_path_by_brute_force() -> None:
+    import itertools
+
+    from capgate.ocr.engine import Constraints
+
+    def spelled(path: tuple[int, ...]) -> int:
+        count, previous = 0, 0
+        for cls in path:
+            count += cls not in (0, previous)
+            previous = cls
+        return count
+
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        logits = rng.normal(0, 2, (6, 3)).astype(np.float32)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        for low, high in ((1, 1), (2, 2), (3, 6), (0, 2)):
+            paths = [p for p in itertools.product(range(3), repeat=6) if low <= spelled(p) <= high]
+            best = max(paths, key=lambda p: sum(logp[t, c] for t, c in enumerate(p)))
+            result = decode(logits, "ab", constraints=Constraints(min_length=low, max_length=high))
+            expected = decode(
+                np.where(np.eye(3, dtype=bool)[list(best)], 50.0, -50.0).astype(np.float32), "ab"
+            )
+            assert result.text == expected.text, (low, high)

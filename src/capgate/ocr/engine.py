@@ -80,29 +80,60 @@ def preprocess(image: Image.Image, height: int, width: int) -> npt.NDArray[np.fl
     return standardized[None, :, :]
 
 
-def decode(logits: npt.NDArray[np.float32], charset: str, allowed: str | None = None) -> OcrResult:
-    """Greedy CTC decoding of one (T, classes) logit matrix.
+@dataclass(frozen=True)
+class Constraints:
+    """What a task's options allow: which characters, and how many of them."""
 
-    `allowed` limits the answer to those characters by masking the others before the
-    argmax, so the decoder picks the best allowed reading rather than filtering its output.
+    allowed: str | None = None
+    min_length: int = 0
+    max_length: int = 0  # 0: no limit
+
+    @property
+    def limits_length(self) -> bool:
+        """True if the answer's length is bounded."""
+        return self.min_length > 0 or self.max_length > 0
+
+
+def decode(
+    logits: npt.NDArray[np.float32],
+    charset: str,
+    allowed: str | None = None,
+    constraints: Constraints | None = None,
+) -> OcrResult:
+    """CTC decoding of one (T, classes) logit matrix: the most likely reading that the
+    constraints allow.
+
+    Characters outside `allowed` are masked before decoding, and a bounded length is
+    searched for along the whole path (a small dynamic program), so the decoder picks the
+    best allowed reading rather than filtering its output. Unconstrained, it is greedy.
     """
-    if allowed is not None:
+    constraints = constraints or Constraints(allowed)
+    if constraints.allowed is not None:
         mask = np.full(logits.shape[-1], -np.inf, dtype=np.float32)
         mask[0] = 0.0
         for i, char in enumerate(charset):
-            if char in allowed:
+            if char in constraints.allowed:
                 mask[i + 1] = 0.0
         logits = logits + mask
     shifted = logits - logits.max(axis=-1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=-1, keepdims=True)
-    best = probs.argmax(axis=-1)
-    best_p = probs.max(axis=-1)
+    if constraints.limits_length:
+        path = _best_path_of_length(probs, constraints.min_length, constraints.max_length)
+    else:
+        path = probs.argmax(axis=-1).tolist()
+    return _collapse(path, probs, charset)
+
+
+def _collapse(path: list[int], probs: npt.NDArray[np.float32], charset: str) -> OcrResult:
+    """The text a frame-by-frame path spells, and the product of its characters' best
+    probabilities (each character's highest probability over the frames it spans)."""
     chars: list[str] = []
     confidence = 1.0
     previous = 0
     run_p = 0.0
-    for cls, p in zip(best.tolist(), best_p.tolist(), strict=True):
+    for t, cls in enumerate(path):
+        p = float(probs[t, cls])
         if cls != previous:
             if previous != 0:
                 confidence *= run_p
@@ -115,6 +146,58 @@ def decode(logits: npt.NDArray[np.float32], charset: str, allowed: str | None = 
     if previous != 0:
         confidence *= run_p
     return OcrResult("".join(chars), confidence if chars else 0.0)
+
+
+def _best_path_of_length(probs: npt.NDArray[np.float32], low: int, high: int) -> list[int]:
+    """The most likely frame path whose collapsed text has between `low` and `high`
+    characters (`high` 0: as many as there are frames). Empty if none can."""
+    frames, classes = probs.shape
+    top = frames if high <= 0 else min(high, frames)
+    logp = np.log(np.maximum(probs, 1e-30))
+    # score[l, c]: the best log-probability of a path up to this frame that spells l
+    # characters and ends on class c (0 is the blank).
+    score = np.full((top + 1, classes), -np.inf)
+    score[0, 0] = logp[0, 0]
+    if top >= 1:
+        score[1, 1:] = logp[0, 1:]
+    back_length = np.zeros((frames, top + 1, classes), dtype=np.int16)
+    back_class = np.zeros((frames, top + 1, classes), dtype=np.int16)
+    lengths = np.arange(top + 1)[:, None]
+    for t in range(1, frames):
+        best = score.argmax(axis=1)
+        best_score = score.max(axis=1)
+        runner = score.copy()
+        runner[np.arange(top + 1), best] = -np.inf
+        second = runner.argmax(axis=1)
+        second_score = runner.max(axis=1)
+        # The best way to add a character c: from any class but c, one character shorter.
+        is_best = best[:, None] == np.arange(classes)[None, :]
+        from_score = np.where(is_best, second_score[:, None], best_score[:, None])
+        from_class = np.where(is_best, second[:, None], best[:, None])
+        grow = np.full_like(score, -np.inf)
+        grow[1:] = from_score[:-1]
+        grow_class = np.zeros_like(back_class[0])
+        grow_class[1:] = from_class[:-1]
+        # Staying on the same class keeps the length (CTC merges repeats).
+        take_grow = grow > score
+        new = np.where(take_grow, grow, score)
+        back_length[t] = np.where(take_grow, lengths - 1, lengths)
+        back_class[t] = np.where(take_grow, grow_class, np.arange(classes)[None, :])
+        # A blank keeps the length and may follow anything.
+        new[:, 0] = best_score
+        back_length[t][:, 0] = lengths[:, 0]
+        back_class[t][:, 0] = best
+        score = new + logp[t][None, :]
+    candidates = score[low:]
+    if not np.isfinite(candidates).any():
+        return []
+    flat = int(candidates.argmax())
+    length, cls = low + flat // classes, flat % classes
+    path = [cls]
+    for t in range(frames - 1, 0, -1):
+        length, cls = int(back_length[t][length, cls]), int(back_class[t][length, cls])
+        path.append(cls)
+    return path[::-1]
 
 
 class OcrEngine:
@@ -133,15 +216,22 @@ class OcrEngine:
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
-    def read(self, image: bytes, allowed: str | None = None) -> OcrResult:
+    def read(
+        self, image: bytes, allowed: str | None = None, constraints: Constraints | None = None
+    ) -> OcrResult:
         """Read one image given as file bytes."""
-        return self.read_batch([image], allowed)[0]
+        return self.read_batch([image], allowed, constraints)[0]
 
-    def read_batch(self, images: Sequence[bytes], allowed: str | None = None) -> list[OcrResult]:
+    def read_batch(
+        self,
+        images: Sequence[bytes],
+        allowed: str | None = None,
+        constraints: Constraints | None = None,
+    ) -> list[OcrResult]:
         """Read several images in one run of the model."""
         if not images:
             return []
         spec = self.spec
         batch = np.stack([preprocess(open_image(b), spec.height, spec.width) for b in images])
         (logits,) = self._session.run(None, {self._input: batch})
-        return [decode(row, spec.charset, allowed) for row in logits]
+        return [decode(row, spec.charset, allowed, constraints) for row in logits]

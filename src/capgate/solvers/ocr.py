@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from capgate.model import ErrorCode, Solution, Task, TaskType
-from capgate.ocr.engine import OcrEngine
+from capgate.ocr.engine import Constraints, OcrEngine
 from capgate.solvers.base import SolveError, Solver
 
 _engine: OcrEngine | None = None
@@ -27,25 +27,38 @@ def _load_engine(model: Path | None = None) -> None:
     _engine = OcrEngine(model, threads=1)
 
 
-def _read(image: bytes, allowed: str | None) -> tuple[str, float]:
+def _read(image: bytes, constraints: Constraints) -> tuple[str, float]:
     if _engine is None:
         _load_engine()
     assert _engine is not None
-    result = _engine.read(image, allowed)
+    result = _engine.read(image, constraints=constraints)
     return result.text, result.confidence
 
 
-def allowed_characters(params: Mapping[str, Any]) -> str | None:
-    """The characters a task's options allow, for the decoder to choose among.
+def constraints_for(params: Mapping[str, Any]) -> Constraints:
+    """What a task's options allow the decoder to answer.
 
-    `numeric` as the vendors define it: 1 = digits only, 2 = letters only.
+    `numeric` as the vendors define it (1: digits only, 2: letters only), and the length
+    bounds `minLength` / `maxLength` (0 or absent: unbounded).
     """
     numeric = params.get("numeric")
-    if numeric == 1:
-        return string.digits
-    if numeric == 2:
-        return string.ascii_letters
-    return None
+    allowed = (
+        {1: string.digits, 2: string.ascii_letters}.get(numeric)
+        if isinstance(numeric, int)
+        else None
+    )
+    return Constraints(allowed, _bound(params.get("minLength")), _bound(params.get("maxLength")))
+
+
+def _bound(value: Any) -> int:
+    # Junk (null, "", false, negative numbers) means no bound, as the vendors treat it.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        return 0
+    return number if 0 < number <= 64 else 0
 
 
 class OcrSolver(Solver):
@@ -95,7 +108,7 @@ class OcrSolver(Solver):
         loop = asyncio.get_running_loop()
         try:
             text, confidence = await loop.run_in_executor(
-                self._pool, _read, task.body, allowed_characters(task.params)
+                self._pool, _read, task.body, constraints_for(task.params)
             )
         except ValueError as exc:
             raise SolveError(
