@@ -293,22 +293,22 @@ def anysolver() -> Schema:
         },
     )
     balance = _obj(["errorId", "balance"], {"errorId": {"const": 0}, "balance": {"type": "number"}})
-    reported = _obj(["errorId", "taskId"], {"errorId": {"const": 0}, "taskId": _STRING_ID})
+    created = _obj(
+        ["errorId", "taskId"],
+        {
+            "errorId": {"const": 0},
+            "taskId": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
+        },
+    )
     p = "/anysolver"
     return _document(
         "AnySolver dialect",
         "AnySolver's API: ULID ids, processing / ready / failed, errorId 0/1/2, codes "
         "without the ERROR_ prefix, cost as a number, taskType and provider in every answer.",
         {
-            f"{p}/createTask": _operation("Create a task", _CREATE_REQUEST, [task, error]),
+            f"{p}/createTask": _operation("Create a task", _CREATE_REQUEST, [created, error]),
             f"{p}/getTaskResult": _operation("Read a task", _ID_REQUEST, [task, error]),
             f"{p}/getBalance": _operation("Read the balance", _KEY_ONLY, [balance, error]),
-            f"{p}/reportIncorrect": _operation(
-                "Report a wrong answer", _ID_REQUEST, [reported, error]
-            ),
-            f"{p}/reportCorrect": _operation(
-                "Report a right answer", _ID_REQUEST, [reported, error]
-            ),
         },
     )
 

@@ -1,9 +1,11 @@
-"""CapSolver's dialect, served under /capsolver (seed 002 and CapSolver's API docs).
+"""CapSolver's dialect, served under /capsolver (seed 002 and docs.capsolver.com).
 
-What sets it apart from the Anti-Captcha family: string task ids; an `idle` status for
-queued tasks (only here: other clients crash on it, CLIENTS.md rule 1); `errorId` 1 with
-string error codes; a `status` in every createTask answer, which the `capsolver` SDK reads;
-image tasks answered inside createTask; results kept 5 minutes and 120 polls (seed 002).
+What sets it apart from the Anti-Captcha family: string (UUID) task ids; an `idle` status
+for queued tasks (only here: other clients crash on it, CLIENTS.md rule 1); `errorId` 1
+with CapSolver's string error codes; a `status` in every createTask answer, because the
+`capsolver` SDK reads `r["status"]` there; image tasks answered inside createTask; results
+kept 5 minutes (seed 002). The SDK also sends `Authorization: Bearer <key>`: ignored, the
+key is read from `clientKey` in the body, which the SDK always sends too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from capgate.dialects.anticaptcha import (
     render_solution,
 )
 from capgate.dialects.base import ReportRequest
-from capgate.model import CapgateError, ErrorCode, Key, Task, TaskStatus, TaskType
+from capgate.model import (
+    CapgateError,
+    ErrorCode,
+    Key,
+    Task,
+    TaskStatus,
+    TaskType,
+    format_money,
+)
 
 __all__ = [
     "ERRORS",
@@ -43,9 +53,11 @@ __all__ = [
     "render_result",
 ]
 
-# CapSolver's error codes (docs: "errorCode: full list of errors"); errorId is always 1.
+# CapSolver's codes ("errorCode: full list of errors", docs.capsolver.com/guide/api-error);
+# errorId is always 1. CapSolver has no code for an unknown method or a bad image: those
+# are "invalid task data" / "bad request" there.
 ERRORS: dict[ErrorCode, str] = {
-    ErrorCode.BAD_REQUEST: "ERROR_BAD_REQUEST",
+    ErrorCode.BAD_REQUEST: "ERROR_INVALID_TASK_DATA",
     ErrorCode.KEY_DOES_NOT_EXIST: "ERROR_KEY_DENIED_ACCESS",
     ErrorCode.ZERO_BALANCE: "ERROR_ZERO_BALANCE",
     ErrorCode.TASK_ABSENT: "ERROR_INVALID_TASK_DATA",
@@ -70,11 +82,18 @@ ERRORS: dict[ErrorCode, str] = {
 RETENTION_SECONDS: float | None = 300.0
 # Seed 002: recognition tasks such as ImageToText are answered by createTask itself.
 SYNC_TYPES: frozenset[TaskType] = frozenset({TaskType.IMAGE_TO_TEXT})
-# feedbackTask carries its verdict in the body: {"result": {"invalid": true}} = wrong answer.
+# docs.capsolver.com/guide/api-feedback: the verdict is in the body, `result.invalid`.
 REPORT_PATHS: dict[str, bool | None] = {"feedbackTask": None}
 
 _encoder = msgspec.json.Encoder()
-_STATUS = {TaskStatus.QUEUED: "idle", TaskStatus.RUNNING: "processing", TaskStatus.READY: "ready"}
+# Seed 002: idle (waiting), processing (being solved), ready.
+_STATUS = {
+    TaskStatus.QUEUED: "idle",
+    TaskStatus.RUNNING: "processing",
+    TaskStatus.READY: "ready",
+}
+# CapSolver answers success with empty error fields (docs: createTask, feedbackTask).
+_NO_ERROR: dict[str, Any] = {"errorId": 0, "errorCode": "", "errorDescription": ""}
 
 
 def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:
@@ -82,64 +101,81 @@ def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:
     request = read_object(body)
     client_key = read_client_key(request)
     task_id = parse_task_id(request.get("taskId"))
-    result = request.get("result")
-    invalid = isinstance(result, dict) and result.get("invalid") is True
-    return ReportRequest(client_key, task_id, not invalid if verdict is None else verdict)
+    if verdict is None:
+        result = request.get("result")
+        invalid = result.get("invalid") if isinstance(result, dict) else None
+        if not isinstance(invalid, bool):
+            raise CapgateError(
+                ErrorCode.BAD_REQUEST, "feedbackTask needs result.invalid as true or false"
+            )
+        verdict = not invalid
+    return ReportRequest(client_key, task_id, verdict)
 
 
-def _task_answer(task: Task) -> dict[str, Any]:
-    answer: dict[str, Any] = {
-        "errorId": 0,
-        "errorCode": "",
-        "errorDescription": "",
-        "taskId": ids.to_uuid(task.id, task.created_at),
-        "status": _STATUS.get(task.status, "processing"),
-    }
+def _answer(task: Task) -> dict[str, Any]:
+    """A task that has not failed: its status, its solution once ready, and its id."""
+    answer: dict[str, Any] = {**_NO_ERROR, "status": _STATUS.get(task.status, "processing")}
     if task.status is TaskStatus.READY:
         answer["solution"] = render_solution(task)
+    answer["taskId"] = ids.to_uuid(task.id, task.created_at)
     return answer
 
 
 def render_created(task: Task) -> bytes:
-    """The createTask answer: the id and a status; the solution too if already read."""
+    """The createTask answer: the id and a status, and the solution if already read.
+
+    The docs show only the id for token tasks, but the `capsolver` SDK reads `status`
+    from every createTask answer (CLIENTS.md), so a queued task says `idle`.
+    """
     if task.status is TaskStatus.FAILED:
         return render_failed(task)
-    return _encoder.encode(_task_answer(task))
+    return _encoder.encode(_answer(task))
 
 
 def render_result(task: Task) -> bytes:
-    """The getTaskResult answer (seed 002)."""
+    """The getTaskResult answer (seed 002), with the task's id as CapSolver echoes it."""
     if task.status is TaskStatus.FAILED:
         return render_failed(task)
-    return _encoder.encode(_task_answer(task))
+    return _encoder.encode(_answer(task))
 
 
 def render_failed(task: Task) -> bytes:
-    """A failed task: errorId 1 with its code, and the id it belongs to."""
+    """A failed task: errorId 1 with its code (seed 002: "errorId is greater than 0")."""
     code = task.error_code or ErrorCode.CAPTCHA_UNSOLVABLE
     return _encoder.encode(
         {
             "errorId": 1,
             "errorCode": ERRORS[code],
-            "errorDescription": task.error_description or "",
+            "errorDescription": task.error_description or _fallback_description(code),
             "taskId": ids.to_uuid(task.id, task.created_at),
         }
     )
 
 
+def _fallback_description(code: ErrorCode) -> str:
+    # Clients print errorDescription; it must never be empty (CLIENTS.md rule 2).
+    return f"The task failed: {code.value.lower().replace('_', ' ')}"
+
+
 def render_balance(key: Key) -> bytes:
-    """The getBalance answer: balance and the (always empty) list of packages."""
-    balance = key.balance / 1_000_000
-    return _encoder.encode({"errorId": 0, "balance": balance, "packages": []})
+    """The getBalance answer: balance in USD and the (always empty) list of packages."""
+    # docs.capsolver.com/guide/api-getbalance: {"errorId": 0, "balance": ..., "packages": []}
+    return _encoder.encode(
+        {"errorId": 0, "balance": float(format_money(key.balance, 6)), "packages": []}
+    )
 
 
 def render_reported(task: Task) -> bytes:
-    """The answer to an accepted feedbackTask."""
-    return _encoder.encode({"errorId": 0, "errorCode": "", "errorDescription": "", "message": "ok"})
+    """The answer to an accepted feedbackTask (docs: errorId, errorCode, ..., message)."""
+    return _encoder.encode({**_NO_ERROR, "message": "ok"})
 
 
 def render_error(error: CapgateError) -> bytes:
     """An error: errorId 1, CapSolver's code, a readable description."""
     return _encoder.encode(
-        {"errorId": 1, "errorCode": ERRORS[error.code], "errorDescription": error.description}
+        {
+            "errorId": 1,
+            "errorCode": ERRORS[error.code],
+            "errorDescription": error.description or _fallback_description(error.code),
+        }
     )

@@ -11,7 +11,14 @@ from __future__ import annotations
 from capgate.model import TaskType
 
 _NAMES: dict[TaskType, tuple[str, ...]] = {
-    TaskType.IMAGE_TO_TEXT: ("ImageToTextTask", "ImageToText", "ImageToTextTaskMuggle"),
+    TaskType.IMAGE_TO_TEXT: (
+        "ImageToTextTask",
+        "ImageToText",
+        "ImageToTextTaskMuggle",
+        # AnySolver's image types (anysolver.com/docs/tasks): AI and human recognition.
+        "TextRecognition",
+        "HumanRecognition",
+    ),
     TaskType.RECAPTCHA_V2: (
         "RecaptchaV2TaskProxyless",
         "RecaptchaV2Task",
@@ -32,6 +39,8 @@ _NAMES: dict[TaskType, tuple[str, ...]] = {
         "RecaptchaV3EnterpriseTask",
         "ReCaptchaV3TokenProxyLess",
         "ReCaptchaV3Token",
+        # CapSolver's proxyless enterprise v3 (docs.capsolver.com, reCAPTCHA v3).
+        "ReCaptchaV3EnterpriseTaskProxyLess",
     ),
     TaskType.HCAPTCHA: (
         "HCaptchaTaskProxyless",
