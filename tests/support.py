@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from capgate.model import Task, TaskStatus, TaskType
 from capgate.ocr import synth
 
 BOOTSTRAP_KEY = "0123456789abcdef0123456789abcdef"
@@ -152,3 +153,28 @@ def captchas(seed: int, n: int) -> list[tuple[str, str]]:
 def image_task(body: str) -> dict[str, str]:
     """An ImageToTextTask object as clients send it."""
     return {"type": "ImageToTextTask", "body": body}
+
+
+def make_task(status: TaskStatus, task_type: TaskType, **fields: Any) -> Task:
+    """A stored task for unit tests: every required field filled, any of them overridable.
+
+    The deadline and the retention default to the server's (120 s and 24 h) after
+    `created_at`.
+    """
+    created_at = float(fields.get("created_at", 1_764_000_000.25))
+    values: dict[str, Any] = {
+        "id": 42,
+        "key_id": 1,
+        "type": task_type,
+        "params": {},
+        "body": None,
+        "status": status,
+        "created_at": created_at,
+        "deadline_at": created_at + 120,
+        "cost": 1000,
+        "ip": "127.0.0.1",
+        "expires_at": created_at + 86400,
+        "attempts": 1,
+        **fields,
+    }
+    return Task(**values)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from capgate.dialects import anticaptcha
@@ -14,26 +16,22 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
+from tests.support import make_task
 
 
-def task(status: TaskStatus, task_type: TaskType = TaskType.IMAGE_TO_TEXT, **kw: object) -> Task:
-    fields: dict[str, object] = {
-        "id": 74372499131,
-        "key_id": 1,
-        "type": task_type,
-        "params": {},
-        "body": None,
-        "status": status,
-        "created_at": 1692863536.4,
-        "deadline_at": 1692863656.4,
-        "cost": 2990,
-        "ip": "1.2.3.4",
-        "expires_at": 1692949936.4,
-        "attempts": 1,
-        "finished_at": 1692863556.9,
-        **kw,
-    }
-    return Task(**fields)  # type: ignore[arg-type]
+def task(status: TaskStatus, task_type: TaskType = TaskType.IMAGE_TO_TEXT, **kw: Any) -> Task:
+    return make_task(
+        status,
+        task_type,
+        **{
+            "id": 74372499131,
+            "created_at": 1692863536.4,
+            "cost": 2990,
+            "ip": "1.2.3.4",
+            "finished_at": 1692863556.9,
+            **kw,
+        },
+    )
 
 
 def test_ready_matches_seed_001() -> None:

@@ -12,6 +12,7 @@ import pytest
 from capgate.dialects import anysolver, ids
 from capgate.dialects.base import JsonDialect
 from capgate.model import CapgateError, ErrorCode, Key, Solution, Task, TaskStatus, TaskType
+from tests.support import make_task
 
 T0 = 1_769_171_553.352
 SEED = next((Path(__file__).parents[3] / "shared" / "seeds").glob("004_*.txt"), None)
@@ -44,22 +45,16 @@ SEED_TASK = {
 
 
 def make(status: TaskStatus, task_type: TaskType = TaskType.RECAPTCHA_V2, **kw: Any) -> Task:
-    fields: dict[str, Any] = {
-        "id": 42,
-        "key_id": 1,
-        "type": task_type,
-        "params": {"vendorType": "ReCaptchaV2TokenProxyLess"},
-        "body": None,
-        "status": status,
-        "created_at": T0,
-        "deadline_at": T0 + 120,
-        "cost": 130,
-        "ip": "127.0.0.1",
-        "expires_at": T0 + 86400,
-        "attempts": 1,
-        **kw,
-    }
-    return Task(**fields)
+    return make_task(
+        status,
+        task_type,
+        **{
+            "created_at": T0,
+            "cost": 130,
+            "params": {"vendorType": "ReCaptchaV2TokenProxyLess"},
+            **kw,
+        },
+    )
 
 
 def as_seed(rendered: bytes, task: Task) -> bytes:

@@ -13,6 +13,7 @@ import pytest
 from capgate.dialects import capsolver, ids
 from capgate.dialects.base import JsonDialect
 from capgate.model import CapgateError, ErrorCode, Key, Solution, Task, TaskStatus, TaskType
+from tests.support import make_task
 
 T0 = 1_769_171_553.352
 SEED = next((Path(__file__).parents[3] / "shared" / "seeds").glob("002_*.txt"), None)
@@ -38,22 +39,16 @@ DOCUMENTED_CODES = {
 
 
 def make(status: TaskStatus, task_type: TaskType = TaskType.RECAPTCHA_V2, **kw: Any) -> Task:
-    fields: dict[str, Any] = {
-        "id": 42,
-        "key_id": 1,
-        "type": task_type,
-        "params": {"vendorType": "ReCaptchaV2TaskProxyLess"},
-        "body": None,
-        "status": status,
-        "created_at": T0,
-        "deadline_at": T0 + 120,
-        "cost": 1000,
-        "ip": "127.0.0.1",
-        "expires_at": T0 + 300,
-        "attempts": 1,
-        **kw,
-    }
-    return Task(**fields)
+    return make_task(
+        status,
+        task_type,
+        **{
+            "created_at": T0,
+            "expires_at": T0 + 300,
+            "params": {"vendorType": "ReCaptchaV2TaskProxyLess"},
+            **kw,
+        },
+    )
 
 
 def decode(raw: bytes) -> Any:

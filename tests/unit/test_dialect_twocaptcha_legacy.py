@@ -21,27 +21,25 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
+from tests.support import make_task
 
 # Bytes a naive multipart parser would mangle: CR, LF, CRLF, a fake boundary, high bytes.
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"\r\n--boundary\r\n\n\r" + b"\x00" * 40 + b"\r\n"
 
 
-def task(status: TaskStatus, task_type: TaskType = TaskType.IMAGE_TO_TEXT, **kw: object) -> Task:
-    fields: dict[str, object] = {
-        "id": 74372499131,
-        "key_id": 1,
-        "type": task_type,
-        "params": {},
-        "body": None,
-        "status": status,
-        "created_at": 1692863536.4,
-        "deadline_at": 1692863656.4,
-        "cost": 2990,
-        "ip": "1.2.3.4",
-        "expires_at": 1692949936.4,
-        **kw,
-    }
-    return Task(**fields)  # type: ignore[arg-type]
+def task(status: TaskStatus, task_type: TaskType = TaskType.IMAGE_TO_TEXT, **kw: Any) -> Task:
+    return make_task(
+        status,
+        task_type,
+        **{
+            "id": 74372499131,
+            "created_at": 1692863536.4,
+            "cost": 2990,
+            "ip": "1.2.3.4",
+            "attempts": 0,
+            **kw,
+        },
+    )
 
 
 def multipart(fields: dict[str, str], files: dict[str, tuple[str | None, bytes]]) -> bytes:

@@ -16,27 +16,25 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
+from tests.support import make_task
 
 SEED_UUID = "550e8400-e29b-41d4-a716-446655440000"  # Seed 000's example task_id.
 SEED_STATUSES = {"QUEUED", "RUNNING", "SUCCESS", "FAILED", "NOT_FOUND"}
 
 
-def task(status: TaskStatus, task_type: TaskType = TaskType.TURNSTILE, **kw: object) -> Task:
-    fields: dict[str, object] = {
-        "id": 1000005,
-        "key_id": 1,
-        "type": task_type,
-        "params": {},
-        "body": None,
-        "status": status,
-        "created_at": 1692863536.4,
-        "deadline_at": 1692863656.4,
-        "cost": 2990,
-        "ip": "1.2.3.4",
-        "expires_at": 1692949936.4,
-        **kw,
-    }
-    return Task(**fields)  # type: ignore[arg-type]
+def task(status: TaskStatus, task_type: TaskType = TaskType.TURNSTILE, **kw: Any) -> Task:
+    return make_task(
+        status,
+        task_type,
+        **{
+            "id": 1000005,
+            "created_at": 1692863536.4,
+            "cost": 2990,
+            "ip": "1.2.3.4",
+            "attempts": 0,
+            **kw,
+        },
+    )
 
 
 def decoded(answer: tuple[int, bytes]) -> tuple[int, Any]:

@@ -12,6 +12,7 @@ import pytest
 from capgate.dialects import ids, vast
 from capgate.dialects.base import JsonDialect
 from capgate.model import CapgateError, ErrorCode, Key, Solution, Task, TaskStatus, TaskType
+from tests.support import make_task
 
 T0 = 1_764_000_000.25
 SEED = next((Path(__file__).parents[3] / "shared" / "seeds").glob("003_*.txt"), None)
@@ -42,22 +43,11 @@ SEED_FAILED: dict[str, Any] = {
 
 
 def make(status: TaskStatus, task_type: TaskType = TaskType.RECAPTCHA_V2, **kw: Any) -> Task:
-    fields: dict[str, Any] = {
-        "id": 42,
-        "key_id": 1,
-        "type": task_type,
-        "params": {"vendorType": "RecaptchaV2TaskProxyless"},
-        "body": None,
-        "status": status,
-        "created_at": T0,
-        "deadline_at": T0 + 120,
-        "cost": 1000,
-        "ip": "127.0.0.1",
-        "expires_at": T0 + 86400,
-        "attempts": 1,
-        **kw,
-    }
-    return Task(**fields)
+    return make_task(
+        status,
+        task_type,
+        **{"created_at": T0, "params": {"vendorType": "RecaptchaV2TaskProxyless"}, **kw},
+    )
 
 
 def decode(raw: bytes) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -25,31 +26,22 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
+from tests.support import make_task
 
 T0 = 1_764_000_000.25
 
 
-def task(
-    status: TaskStatus,
-    task_type: TaskType = TaskType.TURNSTILE,
-    **fields: object,
-) -> Task:
-    values: dict[str, object] = {
-        "id": 42,
-        "key_id": 1,
-        "type": task_type,
-        "params": {"vendorType": "AntiTurnstileTaskProxyLess"},
-        "body": None,
-        "status": status,
-        "created_at": T0,
-        "deadline_at": T0 + 120,
-        "cost": 1300,
-        "ip": "127.0.0.1",
-        "expires_at": T0 + 86400,
-        "attempts": 1,
-        **fields,
-    }
-    return Task(**values)  # type: ignore[arg-type]
+def task(status: TaskStatus, task_type: TaskType = TaskType.TURNSTILE, **kw: Any) -> Task:
+    return make_task(
+        status,
+        task_type,
+        **{
+            "created_at": T0,
+            "cost": 1300,
+            "params": {"vendorType": "AntiTurnstileTaskProxyLess"},
+            **kw,
+        },
+    )
 
 
 READY = task(TaskStatus.READY, solution=Solution(token="tok"), solver="testkeys")
