@@ -37,6 +37,3 @@ class Completions:
                 remaining.discard(waiter)
                 if not remaining:
                     del self._waiters[task_id]
-
-    def __len__(self) -> int:
-        return sum(len(w) for w in self._waiters.values())

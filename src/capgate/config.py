@@ -89,11 +89,6 @@ class Settings:
 
         return Path(self.ocr_model) if self.ocr_model else installed_model(self.data)
 
-    @property
-    def db_path(self) -> Path:
-        """The SQLite file of the embedded default store."""
-        return self.data / "capgate.db"
-
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "prices"}
 

@@ -20,10 +20,6 @@ class Router:
     def __init__(self, solvers: Sequence[Solver]) -> None:
         self.solvers = list(solvers)
 
-    def candidates(self, task_type: TaskType, params: Mapping[str, Any]) -> list[Solver]:
-        """Every solver that can answer this task, in order of preference."""
-        return [s for s in self.solvers if s.accepts(task_type, params)]
-
     def choose(self, task_type: TaskType, params: Mapping[str, Any]) -> Solver | None:
         """The solver to try first, or None if nothing here can answer the task."""
         for solver in self.solvers:

@@ -68,8 +68,3 @@ _BY_NAME: dict[str, TaskType] = {
 def task_type_for(name: str) -> TaskType | None:
     """The internal task type a vendor's type name means, or None if capgate knows none."""
     return _BY_NAME.get(name.lower())
-
-
-def names_for(task_type: TaskType) -> tuple[str, ...]:
-    """Every vendor name of one internal task type, the canonical one first."""
-    return _NAMES[task_type]
