@@ -3,6 +3,8 @@
 Precedence, lowest first: the defaults below, the TOML file, the environment, command-line
 flags. Every field of `Settings` is a TOML key of the same name and an environment variable
 `CAPGATE_<NAME>` (upper case); prices are the `[prices]` table and `CAPGATE_PRICE_<TYPE>`.
+Upstream providers are `[[providers]]` tables and per-key routing policies the
+`[key_policies]` table, in the file only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,39 @@ DEFAULT_PRICES: dict[TaskType, str] = {
     TaskType.FUNCAPTCHA: "0.003",
     TaskType.GEETEST: "0.002",
 }
+
+
+# How the router orders the solvers that can take a task (docs/providers.md).
+POLICIES = ("priority", "cheapest", "fastest", "reliable")
+
+
+@dataclasses.dataclass
+class ProviderSettings:
+    """One upstream provider: a commercial service capgate forwards tasks to."""
+
+    name: str
+    # Which API it speaks: one of capgate.providers.KINDS.
+    kind: str
+    # The API's base URL ("": the vendor's public one, where it has one).
+    url: str = ""
+    # The environment variable that holds the API key; the key itself is never in a file.
+    key_env: str = ""
+    # Task types it may take (empty: every type its kind supports).
+    types: list[TaskType] = dataclasses.field(default_factory=list)
+    # What one task of each type costs the operator there (for `cheapest`, and spend).
+    prices: dict[TaskType, int] = dataclasses.field(default_factory=dict)
+    max_concurrent: int = 10
+    # Polling rules (0: the vendor's documented ones).
+    first_wait_seconds: float = 0.0
+    poll_interval_seconds: float = 0.0
+    max_polls: int = 120
+    # How long one attempt there may take before the task moves on (0: until its deadline).
+    timeout_seconds: float = 0.0
+
+    @property
+    def api_key(self) -> str:
+        """The key from the environment ("" when unset)."""
+        return os.environ.get(self.key_env, "") if self.key_env else ""
 
 
 @dataclasses.dataclass
@@ -76,6 +111,18 @@ class Settings:
     prices: dict[TaskType, int] = dataclasses.field(
         default_factory=lambda: {t: parse_money(p) for t, p in DEFAULT_PRICES.items()}
     )
+    # The vendors' documented test site keys, answered locally with their test tokens.
+    test_keys: bool = True
+    # Routing: the server's policy, and per key name its own.
+    routing_policy: str = "priority"
+    key_policies: dict[str, str] = dataclasses.field(default_factory=dict)
+    providers: list[ProviderSettings] = dataclasses.field(default_factory=list)
+    # A local OCR answer less sure than this goes to an upstream provider, if one takes it.
+    ocr_min_confidence: float = 0.0
+    # The circuit breaker: this many failures in a row take a solver out for the cooldown,
+    # then one task probes it back in.
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 30.0
 
     @property
     def callback_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -90,7 +137,8 @@ class Settings:
         return Path(self.ocr_model) if self.ocr_model else installed_model(self.data)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "prices"}
+_TABLES = ("prices", "providers", "key_policies")
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in _TABLES}
 
 
 def load_settings(
@@ -112,6 +160,12 @@ def load_settings(
                     raise ValueError("config: [prices] must be a table of task type = price")
                 for type_name, price in value.items():
                     _set_price(settings, type_name, price, "config file")
+            elif name == "providers":
+                settings.providers = _providers(value)
+            elif name == "key_policies":
+                if not isinstance(value, dict):
+                    raise ValueError("config: [key_policies] must be a table of key name = policy")
+                settings.key_policies = {str(k): str(v) for k, v in value.items()}
             else:
                 _set(settings, name, value, "config file")
     for var, value in env.items():
@@ -129,7 +183,61 @@ def load_settings(
         settings.callback_networks  # noqa: B018 - parse once, so a typo stops the start
     except ValueError as exc:
         raise ValueError(f"callback_allow_networks: {exc}") from None
+    for where, policy in [("routing_policy", settings.routing_policy)] + [
+        (f"key_policies.{name}", policy) for name, policy in settings.key_policies.items()
+    ]:
+        if policy not in POLICIES:
+            raise ValueError(f"{where}: unknown policy {policy!r} (known: {', '.join(POLICIES)})")
     return settings
+
+
+_PROVIDER_FIELDS = {f.name: f for f in dataclasses.fields(ProviderSettings)}
+
+
+def _providers(value: Any) -> list[ProviderSettings]:
+    """Read the [[providers]] tables, refusing anything a typo could have made."""
+    from capgate.providers import KINDS
+
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ValueError("config: providers must be [[providers]] tables")
+    providers: list[ProviderSettings] = []
+    for table in value:
+        where = f"config: provider {table.get('name', len(providers) + 1)!r}"
+        unknown = set(table) - set(_PROVIDER_FIELDS)
+        if unknown:
+            raise ValueError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
+        if not isinstance(table.get("name"), str) or not table["name"]:
+            raise ValueError(f"{where}: needs a name")
+        if table.get("kind") not in KINDS:
+            raise ValueError(f"{where}: kind must be one of {', '.join(sorted(KINDS))}")
+        if table["name"] in {p.name for p in providers} or table["name"] in ("ocr", "testkeys"):
+            raise ValueError(f"{where}: the name is already taken")
+        fields: dict[str, Any] = {}
+        for name, raw in table.items():
+            if name == "types":
+                fields[name] = [_task_type(str(t), where) for t in raw]
+            elif name == "prices":
+                if not isinstance(raw, dict):
+                    raise ValueError(f"{where}: prices must be a table of task type = price")
+                fields[name] = {_task_type(t, where): parse_money(p) for t, p in raw.items()}
+            else:
+                try:
+                    fields[name] = _coerce(_PROVIDER_FIELDS[name].type, raw)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"{where}: bad value {raw!r} for {name}: {exc}") from exc
+        provider = ProviderSettings(**fields)
+        if provider.max_concurrent < 1:
+            raise ValueError(f"{where}: max_concurrent must be at least 1")
+        providers.append(provider)
+    return providers
+
+
+def _task_type(name: str, where: str) -> TaskType:
+    for task_type in TaskType:
+        if task_type.value.lower() == name.lower():
+            return task_type
+    known = ", ".join(t.value for t in TaskType)
+    raise ValueError(f"{where}: unknown task type {name!r} (known: {known})")
 
 
 def _set(settings: Settings, name: str, value: Any, source: str) -> None:
@@ -143,14 +251,11 @@ def _set(settings: Settings, name: str, value: Any, source: str) -> None:
 
 
 def _set_price(settings: Settings, type_name: str, price: Any, source: str) -> None:
-    matches = [t for t in TaskType if t.value.lower() == str(type_name).lower()]
-    if not matches:
-        known = ", ".join(t.value for t in TaskType)
-        raise ValueError(f"{source}: unknown task type {type_name!r} (known: {known})")
+    task_type = _task_type(str(type_name), source)
     amount = parse_money(price)
     if amount < 0:
         raise ValueError(f"{source}: a price cannot be negative")
-    settings.prices[matches[0]] = amount
+    settings.prices[task_type] = amount
 
 
 def _coerce(type_name: Any, value: Any) -> Any:

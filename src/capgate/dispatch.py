@@ -1,6 +1,8 @@
 """The dispatcher: leases queued tasks and runs them on this node's solvers.
 
-A lease has a deadline. The dispatcher finishes each task with the lease token it got, so if
+Each task goes to its candidates in the router's order until one answers (failover inside
+one task), within the task's deadline. A lease has a deadline, kept alive while a solver
+works. The dispatcher finishes each task with the lease token it got, so if
 the lease ran out meanwhile (and the task went back to the queue), its late answer is
 ignored by the store. A node that crashes mid-task leaves leases that the sweep returns to
 the queue once they expire.
@@ -11,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from capgate.clock import Clock
 from capgate.config import Settings
-from capgate.model import ErrorCode, Lease
+from capgate.model import ErrorCode, Lease, Solution, Task
 from capgate.router import Router
-from capgate.solvers.base import SolveError
+from capgate.solvers.base import SolveError, Solver
 from capgate.store.base import Store
 
 log = logging.getLogger("capgate.dispatch")
@@ -44,6 +47,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._key_names: dict[int, str] = {}
 
     def wake(self) -> None:
         """Tell the dispatcher there may be new work (called when a task is created)."""
@@ -97,52 +101,128 @@ class Dispatcher:
             self._on_finished(lease.task.id)
 
     async def _run(self, lease: Lease) -> None:
-        task = lease.task
-        solver = self.router.choose(task.type, task.params)
-        store, settings, clock = self.store, self.settings, self.clock
-        if solver is None:
-            await store.fail(
-                task.id,
-                lease.token,
-                ErrorCode.TASK_NOT_SUPPORTED,
-                "No solver here accepts this task any more",
-                "none",
-                clock.now(),
-                retry=False,
-                max_attempts=settings.max_attempts,
+        """Try the task's candidates in the policy's order until one answers.
+
+        Each solver after the first counts one more attempt under the same lease (the
+        task's solveCount). A local answer less sure than `ocr_min_confidence` is kept
+        while the next candidates try; it stands if none of them answers.
+        """
+        task, token = lease.task, lease.token
+        store, settings, clock, router = self.store, self.settings, self.clock, self.router
+        candidates = router.candidates(task.type, task.params, await self._policy_for(task))
+        if not candidates:
+            await self._fail(
+                lease, SolveError(ErrorCode.TASK_NOT_SUPPORTED, "No solver here accepts this task")
             )
             return
+        unsure: tuple[Solver, Solution] | None = None
+        last: tuple[Solver, SolveError] | None = None
+        attempts = 0
+        for position, solver in enumerate(candidates):
+            if not router.allow(solver):
+                continue
+            now = clock.now()
+            if now >= task.deadline_at:
+                break
+            if attempts and not await store.extend_lease(
+                task.id, token, now + settings.lease_seconds, now, count_attempt=True
+            ):
+                return  # The lease is gone: the task is someone else's now.
+            attempts += 1
+            started = time.monotonic()
+            try:
+                solution = await self._attempt(solver, task, token, self._timeout(solver, task))
+            except _LeaseLost:
+                return
+            except SolveError as exc:
+                router.record(solver, False, time.monotonic() - started, its_fault=exc.retry)
+                last = (solver, exc)
+                continue
+            except TimeoutError:
+                router.record(solver, False, time.monotonic() - started, its_fault=True)
+                log.warning("solver %s did not answer task %d in time", solver.name, task.id)
+                last = (solver, SolveError(ErrorCode.TASK_TIMEOUT, "No answer in time", retry=True))
+                continue
+            except Exception:
+                router.record(solver, False, time.monotonic() - started, its_fault=True)
+                log.exception("solver %s crashed on task %d", solver.name, task.id)
+                error = SolveError(ErrorCode.INTERNAL, "The solver failed unexpectedly", retry=True)
+                last = (solver, error)
+                continue
+            router.record(solver, True, time.monotonic() - started, its_fault=False)
+            sure = solution.confidence is None or solution.confidence >= settings.ocr_min_confidence
+            if not sure and unsure is None and position < len(candidates) - 1:
+                unsure = (solver, solution)
+                continue
+            await self._complete(lease, solver, solution)
+            return
+        if unsure is not None:
+            await self._complete(lease, *unsure)
+        elif last is not None:
+            await self._fail(lease, last[1], last[0].name)
+        else:
+            # Every candidate's breaker is open: fail fast, the client pays nothing.
+            error = SolveError(
+                ErrorCode.INTERNAL, "Every solver for this task is out of service; try again"
+            )
+            await self._fail(lease, error)
+
+    async def _attempt(self, solver: Solver, task: Task, token: str, seconds: float) -> Solution:
+        """One solver's try, keeping the lease alive while it works (a crashed node's
+        lease then runs out soon and the task goes to another)."""
+        solving = asyncio.ensure_future(solver.solve(task))
+        beat = max(0.05, self.settings.lease_seconds / 3)
         try:
-            timeout = max(0.0, lease.expires_at - clock.now())
-            solution = await asyncio.wait_for(solver.solve(task), timeout)
-        except SolveError as exc:
-            await store.fail(
-                task.id,
-                lease.token,
-                exc.code,
-                exc.description,
-                solver.name,
-                clock.now(),
-                retry=exc.retry,
-                max_attempts=settings.max_attempts,
-            )
-            return
-        except TimeoutError:
-            # The lease ran out; the sweep requeues the task or fails it if out of attempts.
-            log.warning("solver %s did not finish task %d within its lease", solver.name, task.id)
-            return
-        except Exception:
-            log.exception("solver %s crashed on task %d", solver.name, task.id)
-            await store.fail(
-                task.id,
-                lease.token,
-                ErrorCode.INTERNAL,
-                "The solver failed unexpectedly",
-                solver.name,
-                clock.now(),
-                retry=True,
-                max_attempts=settings.max_attempts,
-            )
-            return
-        if not await store.complete(task.id, lease.token, solution, solver.name, clock.now()):
+            async with asyncio.timeout(seconds):
+                while True:
+                    done, _ = await asyncio.wait({solving}, timeout=beat)
+                    if done:
+                        return solving.result()
+                    now = self.clock.now()
+                    expires = now + self.settings.lease_seconds
+                    if not await self.store.extend_lease(task.id, token, expires, now):
+                        raise _LeaseLost
+        finally:
+            if not solving.done():
+                solving.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await solving
+
+    def _timeout(self, solver: Solver, task: Task) -> float:
+        remaining = max(0.0, task.deadline_at - self.clock.now())
+        limit = getattr(getattr(solver, "settings", None), "timeout_seconds", 0.0)
+        return min(remaining, limit) if limit else remaining
+
+    async def _policy_for(self, task: Task) -> str:
+        policies = self.settings.key_policies
+        if policies:
+            name = self._key_names.get(task.key_id)
+            if name is None:
+                key = await self.store.get_key(task.key_id)
+                name = self._key_names[task.key_id] = key.name if key else ""
+            if name in policies:
+                return policies[name]
+        return self.settings.routing_policy
+
+    async def _complete(self, lease: Lease, solver: Solver, solution: Solution) -> None:
+        task = lease.task
+        if await self.store.complete(task.id, lease.token, solution, solver.name, self.clock.now()):
+            self.router.charge(solver, task.type)
+        else:
             log.info("task %d: late answer from %s ignored (lease lost)", task.id, solver.name)
+
+    async def _fail(self, lease: Lease, error: SolveError, solver: str = "none") -> None:
+        await self.store.fail(
+            lease.task.id,
+            lease.token,
+            error.code,
+            error.description,
+            solver,
+            self.clock.now(),
+            retry=error.retry,
+            max_attempts=self.settings.max_attempts,
+        )
+
+
+class _LeaseLost(Exception):
+    """The store no longer holds this node's lease on the task."""

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from capgate.router import Router
 
 # Solve-time buckets in seconds: local OCR answers in milliseconds, humans in tens of seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -50,8 +54,9 @@ class Metrics:
         self.tasks_finished[(("type", task_type), ("status", status), ("solver", solver))] += 1
         self.solve_seconds[(("solver", solver),)].observe(max(0.0, seconds))
 
-    def render(self, gauges: dict[str, tuple[str, float]]) -> bytes:
-        """The text exposition format, with the given gauges (name: (help, value)) added."""
+    def render(self, gauges: dict[str, tuple[str, float]], router: Router | None = None) -> bytes:
+        """The text exposition format, with the given gauges (name: (help, value)) and the
+        health of each solver the router knows added."""
         lines: list[str] = []
         _counter(lines, "capgate_requests_total", "Requests answered", self.requests)
         _counter(lines, "capgate_tasks_created_total", "Tasks accepted", self.tasks_created)
@@ -70,7 +75,35 @@ class Metrics:
             lines.append(f"{name}_count{_labels(labels)} {cumulative}")
         for gauge, (help_text, value) in gauges.items():
             lines += [f"# HELP {gauge} {help_text}", f"# TYPE {gauge} gauge", f"{gauge} {value}"]
+        if router is not None:
+            _solver_health(lines, router)
         return ("\n".join(lines) + "\n").encode()
+
+
+def _solver_health(lines: list[str], router: Router) -> None:
+    """Per solver: breaker up or not, recent success rate and p90, spend (this process)."""
+    rows: dict[str, tuple[str, str, list[tuple[str, float]]]] = {
+        "capgate_solver_up": ("gauge", "1 while the solver's circuit breaker lets tasks in", []),
+        "capgate_solver_success_ratio": ("gauge", "Share of recent attempts answered", []),
+        "capgate_solver_p90_seconds": ("gauge", "Recent p90 time of answered attempts", []),
+        "capgate_solver_attempts_total": ("counter", "Attempts by outcome", []),
+        "capgate_solver_spend_total": ("counter", "What answered tasks cost, in USD", []),
+    }
+    for name, health in router.health.items():
+        rows["capgate_solver_up"][2].append((name, float(router.breaker_state(name) != "open")))
+        if health.success_rate is not None:
+            rows["capgate_solver_success_ratio"][2].append((name, health.success_rate))
+        if health.p90_seconds is not None:
+            rows["capgate_solver_p90_seconds"][2].append((name, health.p90_seconds))
+        rows["capgate_solver_spend_total"][2].append((name, health.spent / 1_000_000))
+    for metric, (kind, help_text, values) in rows.items():
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
+        if metric == "capgate_solver_attempts_total":
+            for name, health in router.health.items():
+                for outcome, count in (("answered", health.solved), ("failed", health.failed)):
+                    labels = _labels((("solver", name), ("outcome", outcome)))
+                    lines.append(f"{metric}{labels} {count}")
+        lines += [f"{metric}{_labels((('solver', name),))} {value}" for name, value in values]
 
 
 def _counter(lines: list[str], name: str, help_text: str, values: dict[Labels, int]) -> None:

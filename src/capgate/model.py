@@ -86,6 +86,8 @@ class Solution(msgspec.Struct, omit_defaults=True):
     user_agent: str | None = None
     score: float | None = None
     confidence: float | None = None
+    # The upstream provider's own task id, to forward a report of a wrong answer.
+    upstream_id: str | None = None
 
 
 class TaskSpec(msgspec.Struct):

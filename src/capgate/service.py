@@ -5,6 +5,7 @@ This is the only caller of the store from the HTTP side, and it speaks only inte
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -65,6 +66,7 @@ class Service:
         self.deliverer: Deliverer | None = None
         self.rate_limiter = RateLimiter(settings.max_creates_per_second)
         self._known_keys: dict[bytes, tuple[float, Key]] = {}
+        self._background: set[asyncio.Future[None]] = set()
 
     async def authenticate(self, secret: str) -> Key:
         """The key a client secret belongs to, or KEY_DOES_NOT_EXIST.
@@ -110,6 +112,11 @@ class Service:
             if not isinstance(callback, str):
                 raise CapgateError(ErrorCode.BAD_REQUEST, "callbackUrl must be a string")
             check_url(callback, self.settings.callback_hosts)
+        unknown = self.router.unknown_provider(spec.params)
+        if unknown is not None:
+            raise CapgateError(
+                ErrorCode.TASK_NOT_SUPPORTED, f"Provider {unknown!r} is not configured here"
+            )
         solver = self.router.choose(spec.type, spec.params)
         if solver is None:
             raise CapgateError(
@@ -174,7 +181,9 @@ class Service:
         return task
 
     async def report(self, key: Key, task_id: int, correct: bool) -> Task:
-        """Take the key's verdict on its solved task; an incorrect answer is refunded once."""
+        """Take the key's verdict on its solved task; an incorrect answer is refunded once
+        and passed on to the upstream provider that gave it."""
+        before = await self.store.get_task(task_id)
         task = await self.store.report(task_id, key.id, correct)
         if task is None or self.clock.now() >= task.expires_at:
             raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {task_id} does not exist")
@@ -182,7 +191,25 @@ class Service:
             raise CapgateError(
                 ErrorCode.NOT_REPORTABLE, f"Task {task_id} has no answer to report on"
             )
+        if task.verdict is False and before is not None and before.verdict is None:
+            self._forward_report(task)
         return task
+
+    def _forward_report(self, task: Task) -> None:
+        solver = self.router.named(task.solver)
+        if solver is None:
+            return
+
+        async def forward() -> None:
+            try:
+                if await solver.report_incorrect(task):
+                    log.info("task %d: wrong answer reported to %s", task.id, solver.name)
+            except Exception as exc:  # A provider's failure must not fail the client's report.
+                log.warning("task %d: could not report to %s: %s", task.id, solver.name, exc)
+
+        job = asyncio.ensure_future(forward())
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
 
     async def wait_until_final(self, task: Task, seconds: float) -> Task:
         """The task once it is ready or failed, or as it stands after `seconds`."""

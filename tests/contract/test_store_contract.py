@@ -217,6 +217,19 @@ async def test_extend_lease(store: Store) -> None:
     assert await store.complete(task.id, lease.token, Solution(text="x"), "ocr", T0 + 59)
 
 
+async def test_failover_counts_an_attempt_under_the_same_lease(store: Store) -> None:
+    key = await new_key(store, 5000)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    assert await store.extend_lease(task.id, lease.token, T0 + 40, T0 + 10, count_attempt=True)
+    assert await store.extend_lease(task.id, lease.token, T0 + 50, T0 + 20)
+    assert not await store.extend_lease(task.id, "stale", T0 + 60, T0 + 21, count_attempt=True)
+    assert await store.complete(task.id, lease.token, Solution(text="x"), "up", T0 + 45)
+    done = await store.get_task(task.id)
+    assert done is not None and done.attempts == 2
+    assert await balance_of(store, key) == (4000, 1000)
+
+
 async def test_retryable_failure_requeues_until_attempts_run_out(store: Store) -> None:
     key = await new_key(store, 5000)
     task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)

@@ -78,3 +78,41 @@ def test_lists_come_comma_separated_or_as_toml_arrays(tmp_path: Path) -> None:
     assert [str(n) for n in networks] == ["10.0.0.0/8", "127.0.0.1/32"]
     with pytest.raises(ValueError, match="callback_allow_networks"):
         load_settings(env={"CAPGATE_CALLBACK_ALLOW_NETWORKS": "10.0.0.0/33"})
+
+
+def test_providers_and_policies_come_from_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'routing_policy = "cheapest"\n'
+        '[key_policies]\nvip = "fastest"\n'
+        '[[providers]]\nname = "cs"\nkind = "capsolver"\nkey_env = "CS_KEY"\n'
+        'types = ["imagetotext", "Turnstile"]\nprices = { ImageToText = "0.0008" }\n'
+        "max_concurrent = 4\n"
+    )
+    settings = load_settings(config, env={})
+    assert settings.routing_policy == "cheapest"
+    assert settings.key_policies == {"vip": "fastest"}
+    (provider,) = settings.providers
+    assert (provider.name, provider.kind, provider.max_concurrent) == ("cs", "capsolver", 4)
+    assert provider.types == [TaskType.IMAGE_TO_TEXT, TaskType.TURNSTILE]
+    assert provider.prices == {TaskType.IMAGE_TO_TEXT: 800}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[providers]]\nname = "x"\nkind = "deathbycaptcha"\n', "kind must be one of"),
+        ('[[providers]]\nkind = "vast"\n', "needs a name"),
+        ('[[providers]]\nname = "x"\nkind = "vast"\napi_key = "secret"\n', "unknown setting"),
+        ('[[providers]]\nname = "ocr"\nkind = "vast"\n', "already taken"),
+        ('[[providers]]\nname = "x"\nkind = "vast"\ntypes = ["Nope"]\n', "unknown task type"),
+        ('[[providers]]\nname = "x"\nkind = "vast"\nmax_concurrent = 0\n', "at least 1"),
+        ('routing_policy = "random"\n', "unknown policy"),
+        ('[key_policies]\nk = "random"\n', "unknown policy"),
+    ],
+)
+def test_bad_provider_config_is_named(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_settings(config, env={})

@@ -56,12 +56,16 @@ def app_from_environment() -> App:
 
 
 def default_solvers(settings: Settings) -> list[Solver]:
-    """The solvers a node runs with no providers configured: test keys, then local OCR."""
-    solvers: list[Solver] = [TestKeysSolver()]
+    """The solvers a node runs, in priority order: test keys, local OCR, then providers."""
+    solvers: list[Solver] = [TestKeysSolver()] if settings.test_keys else []
     if settings.ocr:
         from capgate.solvers.ocr import OcrSolver
 
         solvers.append(OcrSolver(settings.ocr_processes, settings.ocr_model_path))
+    if settings.providers:
+        from capgate.providers.upstream import UpstreamProvider
+
+        solvers += [UpstreamProvider(provider) for provider in settings.providers]
     return solvers
 
 
@@ -79,7 +83,9 @@ class App:
         self.clock = clock
         self.store = store or store_from_url(settings.store, settings.data)
         self.solvers = default_solvers(settings) if solvers is None else solvers
-        self.router = Router(self.solvers)
+        self.router = Router(
+            self.solvers, settings.breaker_failures, settings.breaker_cooldown_seconds
+        )
         self.dispatcher: Dispatcher | None = None
         self.service = Service(
             self.store, self.router, settings, clock, on_created=lambda _task: self._wake()
@@ -122,6 +128,7 @@ class App:
                 self.settings,
                 self.clock,
                 on_finished=self._task_finished,
+                capacity=16 + sum(p.max_concurrent for p in self.settings.providers),
             )
             self.dispatcher.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="capgate-sweep")
@@ -223,7 +230,8 @@ class App:
     async def _metrics(self, request: Request) -> Response:
         depth = await self.store.queue_depth()
         body = self.service.metrics.render(
-            {"capgate_queue_depth": ("Tasks waiting in the queue", float(depth))}
+            {"capgate_queue_depth": ("Tasks waiting in the queue", float(depth))},
+            self.router,
         )
         return Response(body, content_type=b"text/plain; version=0.0.4; charset=utf-8")
 

@@ -36,6 +36,14 @@ class Solver(abc.ABC):
     async def solve(self, task: Task) -> Solution:
         """Answer the task or raise SolveError."""
 
+    def price(self, task_type: TaskType) -> int | None:
+        """What one task costs the operator here (None: unknown); local solving is free."""
+        return 0
+
+    async def report_incorrect(self, task: Task) -> bool:
+        """Pass a client's report of a wrong answer on; False when there is nobody to tell."""
+        return False
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Prepare resources (process pools, connections) before the first task."""
 

@@ -108,8 +108,20 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def extend_lease(self, task_id: int, token: str, expires_at: float, now: float) -> bool:
-        """Push a live lease's deadline out; False if the lease is no longer held."""
+    async def extend_lease(
+        self,
+        task_id: int,
+        token: str,
+        expires_at: float,
+        now: float,
+        *,
+        count_attempt: bool = False,
+    ) -> bool:
+        """Push a live lease's deadline out; False if the lease is no longer held.
+
+        With `count_attempt` the task also counts one more attempt: the dispatcher hands
+        the task to its next solver under the same lease (failover inside one task).
+        """
 
     @abc.abstractmethod
     async def complete(

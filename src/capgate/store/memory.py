@@ -185,11 +185,21 @@ class MemoryStore(Store):
             return None
         return task
 
-    async def extend_lease(self, task_id: int, token: str, expires_at: float, now: float) -> bool:
+    async def extend_lease(
+        self,
+        task_id: int,
+        token: str,
+        expires_at: float,
+        now: float,
+        *,
+        count_attempt: bool = False,
+    ) -> bool:
         task = self._held(task_id, token, now)
         if task is None:
             return False
         task.lease_expires_at = max(expires_at, now)
+        if count_attempt:
+            task.attempts += 1
         return True
 
     async def complete(

@@ -156,9 +156,10 @@ return out
 _EXTEND = (
     _LUA_COMMON
     + """
-local id, token, expires, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local id, token, expires, now, attempt = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not held(id, token, now) then return 0 end
 redis.call('HSET', task_key(id), 'lease_expires_at', expires)
+if attempt == '1' then redis.call('HINCRBY', task_key(id), 'attempts', 1) end
 redis.call('ZADD', P .. ':running', expires, id)
 return 1
 """
@@ -434,10 +435,18 @@ class RedisStore(Store):
         tasks = sorted((_task(row) for row in rows), key=lambda t: t.id)
         return [Lease(t, chosen, t.lease_expires_at or expires) for t in tasks]
 
-    async def extend_lease(self, task_id: int, token: str, expires_at: float, now: float) -> bool:
-        return bool(
-            await self._run("extend", task_id, token, repr(max(expires_at, now)), repr(now))
-        )
+    async def extend_lease(
+        self,
+        task_id: int,
+        token: str,
+        expires_at: float,
+        now: float,
+        *,
+        count_attempt: bool = False,
+    ) -> bool:
+        expires = repr(max(expires_at, now))
+        attempt = "1" if count_attempt else "0"
+        return bool(await self._run("extend", task_id, token, expires, repr(now), attempt))
 
     async def complete(
         self, task_id: int, token: str, solution: Solution, solver: str, now: float

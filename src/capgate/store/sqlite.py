@@ -123,7 +123,7 @@ class _Q:
         f"SELECT {_TASK_COLUMNS} FROM tasks"
         " WHERE status = 1 AND lease_token = ? AND lease_expires_at > ? ORDER BY id"
     )
-    extend = f"UPDATE tasks SET lease_expires_at = ? WHERE {held}"
+    extend = f"UPDATE tasks SET lease_expires_at = ?, attempts = attempts + ? WHERE {held}"
     complete = (
         "UPDATE tasks SET status = 2, solution = ?, solver = ?, finished_at = ?, body = NULL,"
         f" lease_token = NULL, lease_expires_at = NULL WHERE {held}"
@@ -318,8 +318,18 @@ class SqliteStore(Store):
         tasks = sorted((_task(row) for row in rows), key=lambda t: t.id)
         return [Lease(t, params["token"], params["expires"]) for t in tasks]
 
-    async def extend_lease(self, task_id: int, token: str, expires_at: float, now: float) -> bool:
-        cursor = self.db.execute(_Q.extend, (max(expires_at, now), task_id, token, now))
+    async def extend_lease(
+        self,
+        task_id: int,
+        token: str,
+        expires_at: float,
+        now: float,
+        *,
+        count_attempt: bool = False,
+    ) -> bool:
+        cursor = self.db.execute(
+            _Q.extend, (max(expires_at, now), int(count_attempt), task_id, token, now)
+        )
         return cursor.rowcount == 1
 
     async def complete(
