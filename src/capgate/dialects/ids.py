@@ -45,7 +45,7 @@ def parse_id(value: Any) -> int | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not "²": isdigit() but no int
         number = int(text)
         return number if 0 < number < 2**63 else None
     if len(text) == 36 and text.count("-") == 4:

@@ -276,7 +276,7 @@ def _image_params(form: Form) -> dict[str, object]:
             continue
         if kind == "bool":
             params[name] = value.lower() in _TRUE
-        elif kind == "int" and value.lstrip("-").isdigit():
+        elif kind == "int" and value.isascii() and value.lstrip("-").isdigit():
             params[name] = int(value)
         else:
             params[name] = value

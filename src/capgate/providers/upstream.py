@@ -251,4 +251,4 @@ class UpstreamProvider(Solver):
 
 def _wire_id(upstream_id: str) -> int | str:
     """The id as the vendor gave it: the Anti-Captcha family's ids are integers."""
-    return int(upstream_id) if upstream_id.isdigit() else upstream_id
+    return int(upstream_id) if upstream_id.isascii() and upstream_id.isdigit() else upstream_id
