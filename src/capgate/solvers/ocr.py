@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import signal
 import string
+import sys
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +27,21 @@ _engine: OcrEngine | None = None
 
 def _load_engine(model: Path | None = None) -> None:
     global _engine
+    _die_with_parent()
     _engine = OcrEngine(model, threads=1)
+
+
+def _die_with_parent() -> None:
+    """Have Linux kill this worker when the server dies, even by SIGKILL, so a crashed
+    server leaves no orphan behind (the pool's own shutdown never runs then)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # The server died before the line above took effect.
+        os._exit(0)
 
 
 def _read(image: bytes, constraints: Constraints) -> tuple[str, float]:
