@@ -1,39 +1,43 @@
 """Wakes the requests waiting for a task the moment it finishes on this node.
 
 Used by dialects that answer a task inside createTask (CapSolver's image tasks) and by
-long-polling. Tasks that finish elsewhere (another node, a sweep) are noticed by the
-waiter's periodic re-read, so a missed wake-up costs latency, never correctness.
+long-polling. A waiter registers before it reads the task, so a completion that lands while
+the read is in flight (a Redis round trip) still wakes it. Tasks that finish elsewhere
+(another node, a sweep) are noticed by the waiter's periodic re-read, so a missed wake-up
+costs latency, never correctness.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 
 class Completions:
     """Per-task wake-ups for waiting requests."""
 
     def __init__(self) -> None:
-        self._waiters: dict[int, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[int, set[asyncio.Event]] = {}
 
     def finished(self, task_id: int) -> None:
-        """Wake everyone waiting for this task."""
-        for waiter in self._waiters.pop(task_id, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+        """Wake everyone watching this task."""
+        for event in self._waiters.get(task_id, ()):
+            event.set()
 
-    async def wait(self, task_id: int, seconds: float) -> None:
-        """Return when the task finishes here or `seconds` pass, whichever is first."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(task_id, set())
-        waiters.add(waiter)
+    @contextlib.contextmanager
+    def watch(self, task_id: int) -> Iterator[asyncio.Event]:
+        """An event set whenever the task may have finished, for as long as the block runs.
+
+        Clear it before each read of the task: one set after the clear is never lost.
+        """
+        event = asyncio.Event()
+        self._waiters.setdefault(task_id, set()).add(event)
         try:
-            await asyncio.wait_for(waiter, seconds)
-        except TimeoutError:
-            pass
+            yield event
         finally:
-            remaining = self._waiters.get(task_id)
-            if remaining is not None:
-                remaining.discard(waiter)
-                if not remaining:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
                     del self._waiters[task_id]

@@ -6,6 +6,7 @@ This is the only caller of the store from the HTTP side, and it speaks only inte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -214,13 +215,19 @@ class Service:
     async def wait_until_final(self, task: Task, seconds: float) -> Task:
         """The task once it is ready or failed, or as it stands after `seconds`."""
         deadline = time.monotonic() + seconds
-        while not task.status.is_final:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            # Re-read at least twice a second: the task may finish on another node.
-            await self.completions.wait(task.id, min(remaining, 0.5))
-            task = await self.store.get_task(task.id) or task
+        with self.completions.watch(task.id) as maybe_finished:
+            # The caller's copy may predate the watch: read once more under it.
+            if not task.status.is_final:
+                task = await self.store.get_task(task.id) or task
+            while not task.status.is_final:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                # Re-read at least twice a second: the task may finish on another node.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(maybe_finished.wait(), min(remaining, 0.5))
+                maybe_finished.clear()
+                task = await self.store.get_task(task.id) or task
         return task
 
     # --- remote workers -----------------------------------------------------------------
