@@ -1,4 +1,5 @@
-"""The command line: capgate serve | keys | solve."""
+"""The command line: capgate serve | keys | solve | worker | ocr (and the operator
+commands of cli_admin: providers | tasks | doctor)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from capgate import __version__
+from capgate.cli_admin import AdminError, add_commands
 from capgate.clock import OffsetClock, SystemClock
 from capgate.config import Settings, load_settings
 from capgate.keys import hash_secret, new_secret
@@ -36,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args))
-    except (CliError, ValueError) as exc:
+    except (CliError, AdminError, ValueError) as exc:
         print(f"capgate: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -82,9 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     with_settings(listing)
     listing.set_defaults(run=_keys_list)
 
-    solve = commands.add_parser("solve", help="read captcha images with the local OCR engine")
-    solve.add_argument("images", nargs="+", type=Path, help="image files")
+    solve = commands.add_parser(
+        "solve", help="read captcha images: with the local OCR engine, or through a server"
+    )
+    solve.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
     solve.add_argument("--model", type=Path, help="an ONNX model other than the shipped one")
+    solve.add_argument("--server", help="send the images to this capgate server instead")
+    solve.add_argument("--key", help="the client API key for --server")
+    solve.add_argument("--concurrency", type=int, default=8, help="tasks at once on a server")
+    solve.add_argument("--format", default="text", help="text (one answer per line), csv or json")
+    solve.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     solve.set_defaults(run=_solve)
 
     worker = commands.add_parser(
@@ -119,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also install the model for the server with this data directory",
     )
     train.set_defaults(run=_ocr_train)
+    add_commands(commands, with_settings)
     return parser
 
 
@@ -145,6 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.store != "memory":
         asyncio.run(_bootstrap_key(settings))
+    _announce_dashboard(settings)
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
     if args.workers > 1 and (settings.store == "memory" or settings.test_clock):
@@ -175,6 +187,21 @@ def _serve(args: argparse.Namespace) -> int:
             **options,
         )
     return 0
+
+
+def _announce_dashboard(settings: Settings) -> None:
+    """Make the admin key before any server process starts (so all share it); say where it
+    is, never what it is: logs are no place for a secret."""
+    from capgate.keys import admin_key
+
+    admin_key(settings.admin_key, settings.data)
+    where = "admin_key in the config" if settings.admin_key else settings.data / "admin.key"
+    logging.getLogger("capgate").info(
+        "dashboard at http://%s:%d/dashboard; log in with the admin key (%s)",
+        settings.host,
+        settings.port,
+        where,
+    )
 
 
 def settings_environment(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
@@ -271,25 +298,31 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from capgate.ocr.engine import OcrEngine
+    from capgate import batch
 
-    engine = OcrEngine(args.model)
-    status = 0
-    for path in args.images:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            print(f"capgate: error: {path}: {exc.strerror}", file=sys.stderr)
-            print("")
-            status = 1
-            continue
-        try:
-            print(engine.read(data).text, flush=True)
-        except ValueError as exc:
-            print(f"capgate: error: {path}: {exc}", file=sys.stderr)
-            print("")
-            status = 1
-    return status
+    if args.format not in batch.FORMATS:
+        raise CliError(f"--format must be one of {', '.join(batch.FORMATS)}")
+    files = batch.image_files(args.images)
+    if not files:
+        raise CliError("no images found in what was given")
+    if args.server and not args.key:
+        raise CliError("--server needs --key (a client API key)")
+    answers = (
+        batch.solve_on_server(files, args.server, args.key, args.concurrency)
+        if args.server
+        else batch.solve_locally(files, args.model)
+    )
+    progress = batch.stderr_is_terminal() and not args.quiet
+
+    def error(answer: batch.Answer) -> None:
+        print(f"capgate: error: {answer.file}: {answer.error}", file=sys.stderr)
+
+    started = time.perf_counter()
+    results = asyncio.run(batch.run(answers, len(files), progress, error))
+    sys.stdout.write(batch.render(results, args.format))
+    if not args.quiet:
+        print(batch.summary(results, time.perf_counter() - started), file=sys.stderr)
+    return 1 if any(a.error for a in results) else 0
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -113,6 +113,8 @@ class Settings:
     )
     # The vendors' documented test site keys, answered locally with their test tokens.
     test_keys: bool = True
+    # The operators' key for /dashboard and /admin ("": DATA/admin.key, made on first start).
+    admin_key: str = ""
     # Routing: the server's policy, and per key name its own.
     routing_policy: str = "priority"
     key_policies: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -206,6 +206,16 @@ async def test_late_result_from_an_expired_lease_is_ignored(store: Store) -> Non
     assert await balance_of(store, key) == (4000, 1000)
 
 
+async def test_recent_tasks_are_newest_first_without_images(store: Store) -> None:
+    key = await new_key(store)
+    created = [await create(store, key.id, IMAGE, 1, "ip", T0 + i, T0 + 120) for i in range(5)]
+    recent = await store.recent_tasks(3)
+    assert [t.id for t in recent] == [t.id for t in reversed(created)][:3]
+    assert all(t.body is None and t.type is TaskType.IMAGE_TO_TEXT for t in recent)
+    assert await store.recent_tasks(0) == []
+    assert len(await store.recent_tasks(100)) == 5
+
+
 async def test_extend_lease(store: Store) -> None:
     key = await new_key(store)
     task = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)

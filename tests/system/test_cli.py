@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +15,7 @@ import httpx
 import pytest
 
 from capgate.ocr import synth
-from tests.support import free_port, run_cli
+from tests.support import BOOTSTRAP_KEY, ServerFactory, free_port, run_cli
 
 pytestmark = pytest.mark.system
 
@@ -37,10 +40,61 @@ def test_solve_reports_unreadable_files_in_one_line(tmp_path: Path) -> None:
     junk.write_bytes(b"not an image at all")
     done = run_cli("solve", str(junk), str(tmp_path / "missing.png"))
     assert done.returncode == 1
-    errors = done.stderr.strip().splitlines()
+    *errors, summary = done.stderr.strip().splitlines()
     assert len(errors) == 2
     assert all(line.startswith("capgate: error: ") for line in errors)
+    assert summary.startswith("capgate: 2 images, 0 answered, 2 failed in ")
+    assert done.stdout == "\n\n"  # one (empty) answer line per file
     assert "Traceback" not in done.stderr
+
+
+def write_captchas(folder: Path, seed: int, n: int) -> list[tuple[Path, str]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, (png, label) in enumerate(synth.generate(seed, n, synth.CHARSET_B, 4, 4)):
+        path = folder / f"c{i:02d}.png"
+        path.write_bytes(png)
+        written.append((path, label))
+    return written
+
+
+def test_solve_takes_a_folder_and_answers_in_csv_or_json(tmp_path: Path) -> None:
+    written = write_captchas(tmp_path / "batch" / "inner", 7, 6)
+    (tmp_path / "batch" / "notes.txt").write_text("not an image")
+    done = run_cli("solve", str(tmp_path / "batch"), "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [row["file"] for row in rows] == [str(path) for path, _ in written]
+    right = sum(row["answer"] == label for row, (_, label) in zip(rows, written, strict=True))
+    assert right >= 5
+    assert all(0 <= float(row["confidence"]) <= 1 and row["error"] == "" for row in rows)
+    assert done.stderr.strip().startswith("capgate: 6 images, 6 answered, 0 failed")
+
+    done = run_cli("solve", str(written[0][0]), str(tmp_path / "gone.png"), "--format", "json")
+    assert done.returncode == 1
+    first, second = json.loads(done.stdout)
+    assert first["file"] == str(written[0][0]) and first["error"] is None
+    assert second["answer"] is None and "No such file" in second["error"]
+
+
+def test_solve_through_a_server(tmp_path: Path, start_server: ServerFactory) -> None:
+    server = start_server()
+    written = write_captchas(tmp_path / "batch", 8, 5)
+    done = run_cli(
+        "solve", str(tmp_path / "batch"), "--server", server.base, "--key", BOOTSTRAP_KEY,
+        "--format", "json", "--concurrency", "3",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    assert [a["file"] for a in answers] == [str(path) for path, _ in written]
+    right = sum(a["answer"] == label for a, (_, label) in zip(answers, written, strict=True))
+    assert right >= 4
+    # Each image was a task on the server, charged there.
+    balance = server.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})["balance"]
+    assert balance == pytest.approx(10 - 5 * 0.001)
+    refused = run_cli("solve", str(tmp_path / "batch"), "--server", server.base, "--key", "bad")
+    assert refused.returncode == 1
+    assert refused.stderr.count("capgate: error: ") == 5 and "Traceback" not in refused.stderr
 
 
 def test_keys_create_rejects_a_bad_balance(tmp_path: Path) -> None:

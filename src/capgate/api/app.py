@@ -9,6 +9,7 @@ import secrets
 
 import msgspec
 
+from capgate.api.admin_routes import mount_admin
 from capgate.api.http import (
     JSON,
     BodyTooLarge,
@@ -32,6 +33,7 @@ from capgate.clock import Clock, OffsetClock
 from capgate.config import Settings
 from capgate.dialects import JSON_DIALECTS, JSON_PREFIXES, anticaptcha
 from capgate.dispatch import Dispatcher
+from capgate.keys import admin_key
 from capgate.logs import request_id
 from capgate.model import CapgateError, ErrorCode
 from capgate.router import Router
@@ -99,6 +101,13 @@ class App:
         mount_ucaptcha(self.routes, self.service, settings.max_wait_seconds)
         mount_twocaptcha_legacy(self.routes, self.service)
         mount_workers(self.routes, self.service)
+        mount_admin(
+            self.routes,
+            self.store,
+            self.router,
+            clock,
+            admin_key(settings.admin_key, settings.data),
+        )
         self.routes.add("/healthz", Route(self._healthz, _plain_error))
         self.routes.add("/metrics", Route(self._metrics, _plain_error))
         for name, document in DOCUMENTS.items():

@@ -53,11 +53,12 @@ class Request(msgspec.Struct):
 
 
 class Response(msgspec.Struct):
-    """An HTTP response: status, body and content type."""
+    """An HTTP response: status, body, content type and any further headers."""
 
     body: bytes
     status: int = 200
     content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = []
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -89,6 +90,7 @@ async def send_response(send: Send, response: Response) -> None:
             "headers": [
                 (b"content-type", response.content_type),
                 (b"content-length", str(len(response.body)).encode()),
+                *response.headers,
             ],
         }
     )

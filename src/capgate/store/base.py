@@ -173,6 +173,11 @@ class Store(abc.ABC):
     async def queue_depth(self) -> int:
         """How many tasks wait in the queue."""
 
+    @abc.abstractmethod
+    async def recent_tasks(self, limit: int) -> list[Task]:
+        """The newest `limit` stored tasks, newest first, without their image bodies
+        (for operators: the dashboard and `capgate tasks`)."""
+
 
 def idempotency_conflict(idempotency_key: str) -> CapgateError:
     """The error for an idempotency key reused with a different task."""

@@ -281,6 +281,12 @@ class MemoryStore(Store):
     async def queue_depth(self) -> int:
         return sum(1 for t in self._tasks.values() if t.status is TaskStatus.QUEUED)
 
+    async def recent_tasks(self, limit: int) -> list[Task]:
+        tasks = [_copy_task(self._tasks[i]) for i in sorted(self._tasks, reverse=True)[:limit]]
+        for task in tasks:
+            task.body = None
+        return tasks
+
     # --- transitions ------------------------------------------------------------------
 
     @staticmethod

@@ -403,6 +403,24 @@ class RedisStore(Store):
         fields = cast(dict[bytes, bytes], await self.redis.hgetall(f"{P}:task:{task_id}"))
         return _task_from_dict(fields) if fields else None
 
+    async def recent_tasks(self, limit: int) -> list[Task]:
+        # Ids come from one counter, so the newest tasks are the highest ids still stored.
+        last = int(await self.redis.get(f"{P}:seq:tasks") or 0)
+        tasks: list[Task] = []
+        for start in range(last, 0, -200):
+            if len(tasks) >= limit:
+                break
+            ids = range(start, max(0, start - 200), -1)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in ids:
+                    pipe.hgetall(f"{P}:task:{task_id}")
+                found = cast(list[dict[bytes, bytes]], await pipe.execute())
+            for stored in found:
+                if stored and len(tasks) < limit:
+                    stored.pop(b"body", None)  # operators see tasks, not images
+                    tasks.append(_task_from_dict(stored))
+        return tasks
+
     async def poll_task(self, task_id: int, key_id: int) -> Task | None:
         answer = await self._run("poll", task_id, key_id)
         return _task(answer) if answer else None

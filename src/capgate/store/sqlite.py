@@ -119,6 +119,8 @@ class _Q:
         f" RETURNING {_TASK_COLUMNS}"
     )
     held = "id = ? AND status = 1 AND lease_token = ? AND lease_expires_at > ?"
+    # The newest tasks, their image bodies left out (NULL in the body column).
+    recent = f"SELECT {_TASK_COLUMNS.replace('body', 'NULL')} FROM tasks ORDER BY id DESC LIMIT ?"
     leased_with = (
         f"SELECT {_TASK_COLUMNS} FROM tasks"
         " WHERE status = 1 AND lease_token = ? AND lease_expires_at > ? ORDER BY id"
@@ -415,6 +417,10 @@ class SqliteStore(Store):
     async def queue_depth(self) -> int:
         row = self.db.execute(_Q.queue_depth).fetchone()
         return int(row[0])
+
+    async def recent_tasks(self, limit: int) -> list[Task]:
+        rows = self.db.execute(_Q.recent, (max(0, limit),)).fetchall()
+        return [_task(row) for row in rows]
 
     def _fail(
         self,
