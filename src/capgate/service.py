@@ -19,6 +19,7 @@ from capgate.callbacks import Deliverer, check_url
 from capgate.clock import Clock
 from capgate.completions import Completions
 from capgate.config import Settings
+from capgate.finished import FinishedTasks
 from capgate.images import check_image
 from capgate.keys import hash_secret
 from capgate.limits import RateLimiter
@@ -34,6 +35,7 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
+from capgate.polls import PollCounter
 from capgate.router import Router
 from capgate.store.base import Store
 
@@ -63,10 +65,13 @@ class Service:
         self.clock = clock
         self._on_created = on_created
         self.completions = Completions()
+        self.polls = PollCounter(store)
+        self.finished = FinishedTasks()
         self.metrics = Metrics()
         self.deliverer: Deliverer | None = None
         self.rate_limiter = RateLimiter(settings.max_creates_per_second)
-        self._known_keys: dict[bytes, tuple[float, Key]] = {}
+        # By secret, so a hit costs no hashing (a second's worth, in this process only).
+        self._known_keys: dict[str, tuple[float, Key]] = {}
         self._background: set[asyncio.Future[None]] = set()
 
     async def authenticate(self, secret: str) -> Key:
@@ -76,18 +81,18 @@ class Service:
         first asks which dialect the key speaks), and a balance read from here is only ever
         a hint; the store checks balances atomically.
         """
-        digest = hash_secret(secret)
         now = time.monotonic()
-        cached = self._known_keys.get(digest)
+        cached = self._known_keys.get(secret)
         if cached is not None and cached[0] > now:
             return cached[1]
+        digest = hash_secret(secret)
         key = await self.store.key_by_hash(digest)
         # The lookup is by digest; the final comparison is constant-time all the same.
         if key is None or not hmac.compare_digest(key.key_hash, digest):
             raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "The API key does not exist")
         if len(self._known_keys) >= _KEY_CACHE_SIZE:
             self._known_keys.clear()
-        self._known_keys[digest] = (now + _KEY_CACHE_SECONDS, key)
+        self._known_keys[secret] = (now + _KEY_CACHE_SECONDS, key)
         return key
 
     async def create_task(
@@ -163,10 +168,25 @@ class Service:
         self.rate_limiter.take(key.id)
 
     async def get_result(self, key: Key, task_id: int) -> Task:
-        """The key's own task, counting the poll; another key's task is 'not found'."""
-        task = await self.store.poll_task(task_id, key.id)
+        """The key's own task, counting the poll; another key's task is 'not found'.
+
+        A finished task is read once and then answered from memory (capgate.finished);
+        its polls are counted here and written in batches (capgate.polls).
+        """
         now = self.clock.now()
-        if task is None or now >= task.expires_at:
+        task = self.finished.get(task_id)
+        if task is not None:
+            task.polls += 1
+            self.polls.count(task_id)
+        else:
+            task = await self.store.get_task(task_id)
+            if task is not None:
+                task.polls += self.polls.count(task_id)
+                self.finished.keep(task)
+        if task is not None and now >= task.expires_at:
+            self.finished.drop(task_id)
+            task = None
+        if task is None or task.key_id != key.id:
             raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {task_id} does not exist")
         if task.polls > self.settings.max_polls:
             raise CapgateError(
@@ -185,6 +205,7 @@ class Service:
         """Take the key's verdict on its solved task; an incorrect answer is refunded once
         and passed on to the upstream provider that gave it."""
         before = await self.store.get_task(task_id)
+        self.finished.drop(task_id)
         task = await self.store.report(task_id, key.id, correct)
         if task is None or self.clock.now() >= task.expires_at:
             raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {task_id} does not exist")

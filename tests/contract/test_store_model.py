@@ -129,11 +129,11 @@ class StoresAgree(RuleBasedStateMachine):
                     )
                 )
 
-    @rule(data=st.data(), key=st.sampled_from([0, 1]))
-    def poll(self, data: st.DataObject, key: int) -> None:
+    @rule(data=st.data(), polls=st.integers(1, 3))
+    def poll(self, data: st.DataObject, polls: int) -> None:
         if self.task_ids:
             task_id = data.draw(st.sampled_from(self.task_ids))
-            self.both(lambda s: s.poll_task(task_id, self.keys[key]))
+            self.both(lambda s: s.add_polls({task_id: polls, task_id + 100: 1}))
 
     @rule(data=st.data(), correct=st.booleans())
     def report(self, data: st.DataObject, correct: bool) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import itertools
 import logging
 import secrets
 
@@ -43,6 +45,13 @@ from capgate.solvers.testkeys import TestKeysSolver
 from capgate.store import Store, store_from_url
 
 log = logging.getLogger("capgate.api")
+
+# How often counted result polls are written to the store (capgate.polls).
+POLL_FLUSH_SECONDS = 0.2
+# Request ids made here: a random prefix per process and a counter (a random id per
+# request cost a system call on the hot path).
+_ID_PREFIX = secrets.token_hex(4) + "-"
+_request_numbers = itertools.count(1)
 
 
 def app_from_environment() -> App:
@@ -118,6 +127,7 @@ class App:
         if settings.test_clock:
             self.routes.add("/_test/clock", Route(self._advance_clock, _plain_error))
         self._sweeper: asyncio.Task[None] | None = None
+        self._poll_flusher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
 
     # --- lifespan ---------------------------------------------------------------------
@@ -141,13 +151,20 @@ class App:
             )
             self.dispatcher.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="capgate-sweep")
+        self._poll_flusher = asyncio.create_task(self._flush_polls_forever(), name="capgate-polls")
+        # What startup built (modules, the app, the solvers) lives as long as the process:
+        # keep the garbage collector from walking it again on every full collection.
+        gc.freeze()
 
     async def shutdown(self) -> None:
-        """Stop background work and close the store."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        """Stop background work, write the counted polls and close the store."""
+        for job in (self._sweeper, self._poll_flusher):
+            if job is not None:
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
+        with contextlib.suppress(Exception):
+            await self.service.polls.flush()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.service.deliverer is not None:
@@ -166,6 +183,14 @@ class App:
     def _wake(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
+
+    async def _flush_polls_forever(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_FLUSH_SECONDS)
+            try:
+                await self.service.polls.flush()
+            except Exception:
+                log.exception("could not write poll counts; keeping them for the next try")
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -218,7 +243,7 @@ class App:
             )
             await send_response(send, route.on_error(error))
             return
-        rid = _header(scope, b"x-request-id") or secrets.token_hex(8)
+        rid = _header(scope, b"x-request-id") or f"{_ID_PREFIX}{next(_request_numbers):x}"
         request_id.set(rid[:64])
         client = scope.get("client")
         request = Request(

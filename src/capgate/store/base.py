@@ -8,7 +8,7 @@ passed in by the caller, so a test can move it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from capgate.model import CapgateError, ErrorCode, Key, Lease, Solution, Task, TaskSpec, TaskType
 
@@ -76,11 +76,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_task(self, task_id: int) -> Task | None:
-        """The task with this id, whoever owns it."""
+        """The task with this id, whoever owns it, without its image body (only a lease
+        hands the image to a solver; result reads need not carry it)."""
 
     @abc.abstractmethod
-    async def poll_task(self, task_id: int, key_id: int) -> Task | None:
-        """Count one result poll of the key's own task and return it; None if not its task."""
+    async def add_polls(self, counts: Mapping[int, int]) -> None:
+        """Add result polls to tasks (task id: polls), in one step; gone tasks are skipped.
+
+        Polls are counted in memory and added in batches (capgate.polls): a read of a
+        result then costs no write.
+        """
 
     @abc.abstractmethod
     async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:

@@ -8,7 +8,7 @@ call is atomic on the event loop.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from capgate.model import (
     CapgateError,
@@ -116,14 +116,17 @@ class MemoryStore(Store):
 
     async def get_task(self, task_id: int) -> Task | None:
         task = self._tasks.get(task_id)
-        return None if task is None else _copy_task(task)
-
-    async def poll_task(self, task_id: int, key_id: int) -> Task | None:
-        task = self._tasks.get(task_id)
-        if task is None or task.key_id != key_id:
+        if task is None:
             return None
-        task.polls += 1
-        return _copy_task(task)
+        copy = _copy_task(task)
+        copy.body = None
+        return copy
+
+    async def add_polls(self, counts: Mapping[int, int]) -> None:
+        for task_id, polls in counts.items():
+            task = self._tasks.get(task_id)
+            if task is not None:
+                task.polls += polls
 
     async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
         task = self._tasks.get(task_id)

@@ -9,7 +9,7 @@ persistence is configured to make it (see docs/guarantees.md).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, cast
 
 import msgspec
@@ -103,13 +103,14 @@ return {'ok', redis.call('HGETALL', t)}
 """
 )
 
-_POLL = (
+_ADD_POLLS = (
     _LUA_COMMON
     + """
-local t = task_key(ARGV[2])
-if redis.call('HGET', t, 'key_id') ~= ARGV[3] then return false end
-redis.call('HINCRBY', t, 'polls', 1)
-return redis.call('HGETALL', t)
+for i = 2, #ARGV, 2 do
+  local t = task_key(ARGV[i])
+  if redis.call('EXISTS', t) == 1 then redis.call('HINCRBY', t, 'polls', ARGV[i + 1]) end
+end
+return 1
 """
 )
 
@@ -299,7 +300,7 @@ class RedisStore(Store):
         await self._redis.ping()
         for name, source in (
             ("create", _CREATE),
-            ("poll", _POLL),
+            ("add_polls", _ADD_POLLS),
             ("lease", _LEASE),
             ("extend", _EXTEND),
             ("complete", _COMPLETE),
@@ -401,7 +402,10 @@ class RedisStore(Store):
 
     async def get_task(self, task_id: int) -> Task | None:
         fields = cast(dict[bytes, bytes], await self.redis.hgetall(f"{P}:task:{task_id}"))
-        return _task_from_dict(fields) if fields else None
+        if not fields:
+            return None
+        fields.pop(b"body", None)  # Only a lease hands the image to a solver.
+        return _task_from_dict(fields)
 
     async def recent_tasks(self, limit: int) -> list[Task]:
         # Ids come from one counter, so the newest tasks are the highest ids still stored.
@@ -421,9 +425,9 @@ class RedisStore(Store):
                     tasks.append(_task_from_dict(stored))
         return tasks
 
-    async def poll_task(self, task_id: int, key_id: int) -> Task | None:
-        answer = await self._run("poll", task_id, key_id)
-        return _task(answer) if answer else None
+    async def add_polls(self, counts: Mapping[int, int]) -> None:
+        if counts:
+            await self._run("add_polls", *(v for item in counts.items() for v in item))
 
     async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
         answer = await self._run("report", task_id, key_id, int(correct))

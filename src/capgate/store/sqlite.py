@@ -9,12 +9,13 @@ committed task survives a crash of the process (not a power loss; see docs/guara
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -105,11 +106,10 @@ class _Q:
         " expires_at, idem_key, idem_hash) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
         f" RETURNING {_TASK_COLUMNS}"
     )
-    task_by_id = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
+    # Reads leave the image out: only a lease hands it to a solver.
+    task_by_id = f"SELECT {_TASK_COLUMNS.replace('body', 'NULL')} FROM tasks WHERE id = ?"
     idempotent = f"SELECT idem_hash, {_TASK_COLUMNS} FROM tasks WHERE key_id = ? AND idem_key = ?"
-    count_poll = (
-        f"UPDATE tasks SET polls = polls + 1 WHERE id = ? AND key_id = ? RETURNING {_TASK_COLUMNS}"
-    )
+    add_polls = "UPDATE tasks SET polls = polls + ? WHERE id = ?"
     lease = (
         "UPDATE tasks SET status = 1, attempts = attempts + 1,"
         " started_at = coalesce(started_at, :now), lease_token = :token,"
@@ -161,12 +161,27 @@ class _Q:
     uncharge = "UPDATE keys SET balance = balance + ?, spent = spent - ? WHERE id = ?"
 
 
+class _NewTask(NamedTuple):
+    """One create waiting for its group commit."""
+
+    key_id: int
+    spec: TaskSpec
+    cost: int
+    ip: str
+    now: float
+    deadline_at: float
+    expires_at: float
+    idempotency: tuple[str, bytes] | None
+
+
 class SqliteStore(Store):
     """Tasks and keys in one SQLite database file."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
+        # Creates waiting for the next group commit, with the futures that answer them.
+        self._creates: list[tuple[_NewTask, asyncio.Future[Task]]] = []
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -244,41 +259,83 @@ class SqliteStore(Store):
         expires_at: float,
         idempotency: tuple[str, bytes] | None = None,
     ) -> Task:
+        """Group commit: creates that arrive together share one transaction.
+
+        Every create of one event-loop turn joins a batch that is committed once, after
+        that turn; each caller is answered only after the commit. A commit costs far
+        more than the statements (about 120 µs against 20 µs here), so under load this
+        is what keeps createTask fast while every acknowledged task is committed.
+        """
+        loop = asyncio.get_running_loop()
+        created: asyncio.Future[Task] = loop.create_future()
+        self._creates.append(
+            (_NewTask(key_id, spec, cost, ip, now, deadline_at, expires_at, idempotency), created)
+        )
+        if len(self._creates) == 1:
+            loop.call_soon(self._commit_creates)
+        return await created
+
+    def _commit_creates(self) -> None:
+        batch, self._creates = self._creates, []
         db = self.db
-        with _transaction(db):
-            if idempotency is not None:
-                earlier = db.execute(_Q.idempotent, (key_id, idempotency[0])).fetchone()
-                if earlier is not None:
-                    if earlier[0] != idempotency[1]:
-                        raise idempotency_conflict(idempotency[0])
-                    return _task(earlier[1:])
-            if db.execute(_Q.debit, (cost, key_id, cost, cost)).rowcount != 1:
-                raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
-            row = db.execute(
-                _Q.insert_task,
-                (
-                    key_id,
-                    spec.type.value,
-                    _encode(spec.params),
-                    spec.body,
-                    now,
-                    deadline_at,
-                    cost,
-                    ip,
-                    expires_at,
-                    None if idempotency is None else idempotency[0],
-                    None if idempotency is None else idempotency[1],
-                ),
-            ).fetchone()
+        outcomes: list[Task | CapgateError] = []
+        try:
+            with _transaction(db):
+                for new, _ in batch:
+                    try:
+                        outcomes.append(self._insert(new))
+                    except CapgateError as refused:  # Raised before anything was written.
+                        outcomes.append(refused)
+        except Exception as failed:  # Nothing of the batch was committed.
+            for _, created in batch:
+                if not created.done():
+                    created.set_exception(failed)
+            return
+        for (_, created), outcome in zip(batch, outcomes, strict=True):
+            if created.done():  # The caller went away; its task stands all the same.
+                continue
+            if isinstance(outcome, CapgateError):
+                created.set_exception(outcome)
+            else:
+                created.set_result(outcome)
+
+    def _insert(self, new: _NewTask) -> Task:
+        db, idempotency = self.db, new.idempotency
+        if idempotency is not None:
+            earlier = db.execute(_Q.idempotent, (new.key_id, idempotency[0])).fetchone()
+            if earlier is not None:
+                if earlier[0] != idempotency[1]:
+                    raise idempotency_conflict(idempotency[0])
+                return _task(earlier[1:])
+        cost = new.cost
+        if db.execute(_Q.debit, (cost, new.key_id, cost, cost)).rowcount != 1:
+            raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
+        row = db.execute(
+            _Q.insert_task,
+            (
+                new.key_id,
+                new.spec.type.value,
+                _encode(new.spec.params),
+                new.spec.body,
+                new.now,
+                new.deadline_at,
+                cost,
+                new.ip,
+                new.expires_at,
+                None if idempotency is None else idempotency[0],
+                None if idempotency is None else idempotency[1],
+            ),
+        ).fetchone()
         return _task(row)
 
     async def get_task(self, task_id: int) -> Task | None:
         row = self.db.execute(_Q.task_by_id, (task_id,)).fetchone()
         return None if row is None else _task(row)
 
-    async def poll_task(self, task_id: int, key_id: int) -> Task | None:
-        row = self.db.execute(_Q.count_poll, (task_id, key_id)).fetchone()
-        return None if row is None else _task(row)
+    async def add_polls(self, counts: Mapping[int, int]) -> None:
+        if counts:
+            with _transaction(self.db):
+                self.db.executemany(_Q.add_polls, [(n, i) for i, n in counts.items()])
 
     async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
         db = self.db
