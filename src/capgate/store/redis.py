@@ -296,7 +296,10 @@ class RedisStore(Store):
         self._scripts: dict[str, Any] = {}
 
     async def open(self) -> None:
-        self._redis = aioredis.Redis.from_url(self.url)
+        # A connection idle for a second is pinged before use: after a Redis restart the
+        # pool's old connections are found dead and replaced, rather than failing a request
+        # each. (Commands are never retried: a script whose answer was lost may have run.)
+        self._redis = aioredis.Redis.from_url(self.url, health_check_interval=1)
         await self._redis.ping()
         for name, source in (
             ("create", _CREATE),
