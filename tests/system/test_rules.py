@@ -197,3 +197,38 @@ def test_per_key_limits_answer_no_slot_and_spare_other_keys(
         for _ in range(6)
     ]
     assert answers[:2] == [0, 0] and 2 in answers[2:]
+
+
+def test_no_dialect_shows_another_keys_task(server: CapgateServer) -> None:
+    """Tenant isolation on every read path, including a finished task the server now answers
+    from memory: a stranger's key finds nothing, in any dialect, and changes nothing."""
+    from capgate.dialects import ids
+
+    task_id = create_image_task(server)
+    owner_view = server.wait_final(BOOTSTRAP_KEY, task_id)
+    assert owner_view["status"] == "ready"
+    created_at = float(owner_view["createTime"])
+    stranger = new_key(server, "1")
+    uuid, ulid = ids.to_uuid(task_id, created_at), ids.to_ulid(task_id, created_at)
+    for path, task_ref in (
+        ("/getTaskResult", task_id),
+        ("/anticaptcha/getTaskResult", task_id),
+        ("/2captcha/getTaskResult", task_id),
+        ("/capmonster/getTaskResult", task_id),
+        ("/capsolver/getTaskResult", uuid),
+        ("/anysolver/getTaskResult", ulid),
+        ("/api/solver/getTaskResult", uuid),
+        ("/reportIncorrectImageCaptcha", task_id),
+        ("/capsolver/feedbackTask", uuid),
+    ):
+        body = {"clientKey": stranger, "taskId": task_ref, "result": {"invalid": True}}
+        answer = server.post(path, body)
+        assert answer["errorId"] != 0, (path, answer)
+        assert "solution" not in answer or answer["solution"] is None, (path, answer)
+    rest = server.http.get(f"/task/result/{uuid}", headers={"x-api-key": stranger})
+    assert (rest.status_code, rest.json()) == (404, {"status": "NOT_FOUND"})
+    legacy = server.http.post("/res.php", data={"key": stranger, "action": "get", "id": task_id})
+    assert legacy.text == "ERROR_WRONG_CAPTCHA_ID"
+    # The owner's task is as it was: not reported, not refunded to anyone.
+    assert server.wait_final(BOOTSTRAP_KEY, task_id) == owner_view
+    assert server.post("/getBalance", {"clientKey": stranger})["balance"] == 1
