@@ -1,8 +1,8 @@
-"""A Hypothesis state machine drives the SQLite store and the in-memory reference store
-through the same random operations (create, lease, extend, complete, fail, poll, report,
-expire, time passing) and checks after every step that they agree and that DESIGN.md's
-invariants hold: money moves exactly once, a task completes at most once, nothing
-acknowledged disappears before its retention ends."""
+"""A Hypothesis state machine drives the SQLite store, and the Redis store, each beside the
+in-memory reference store through the same random operations (create, lease, extend,
+complete, fail, poll, report, expire, time passing) and checks after every step that
+they agree and that DESIGN.md's invariants hold: money moves exactly once, a task completes
+at most once, nothing acknowledged disappears before its retention ends."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from capgate.keys import hash_secret
 from capgate.model import (
@@ -35,14 +40,18 @@ START_BALANCE = 5_000
 
 
 class StoresAgree(RuleBasedStateMachine):
-    """Both stores, one clock, the same operations."""
+    """The reference store and a store under test, one clock, the same operations."""
+
+    def make_subject(self) -> Store:
+        """The store checked against the reference (SQLite here; see the Redis run below)."""
+        return SqliteStore(Path(self.tmp.name) / "capgate.db")
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.tmp = tempfile.TemporaryDirectory()
         self.memory = MemoryStore()
-        self.sqlite = SqliteStore(Path(self.tmp.name) / "capgate.db")
+        self.subject = self.make_subject()
         self.now = T0
         self.keys: list[int] = []
         self.task_ids: list[int] = []
@@ -57,7 +66,7 @@ class StoresAgree(RuleBasedStateMachine):
 
     @property
     def stores(self) -> tuple[Store, Store]:
-        return self.memory, self.sqlite
+        return self.memory, self.subject
 
     def run(self, coroutine: Any) -> Any:
         return self.loop.run_until_complete(coroutine)
@@ -221,10 +230,27 @@ def _view(value: Any) -> Any:
     return value
 
 
-TestStoresAgree = StoresAgree.TestCase
-TestStoresAgree.settings = settings(
+MODEL_SETTINGS = settings(
     max_examples=60,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+TestStoresAgree = StoresAgree.TestCase
+TestStoresAgree.settings = MODEL_SETTINGS
+
+
+def test_the_redis_store_agrees_with_the_model(redis_url: str) -> None:
+    """The same machine with the Redis store as the subject, on a real redis-server (an
+    empty database for every example)."""
+    import redis
+
+    class RedisAgrees(StoresAgree):
+        def make_subject(self) -> Store:
+            from capgate.store.redis import RedisStore
+
+            with redis.Redis.from_url(redis_url) as client:
+                client.flushdb()
+            return RedisStore(redis_url)
+
+    run_state_machine_as_test(RedisAgrees, settings=MODEL_SETTINGS)
