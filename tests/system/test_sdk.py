@@ -13,6 +13,7 @@ from capgate.client import (
     AuthError,
     BadRequestError,
     BalanceError,
+    CaptchaError,
     Client,
     ImageToText,
     SolveTimeoutError,
@@ -88,3 +89,61 @@ def test_async_client_solves_concurrently(server: CapgateServer) -> None:
     answers = asyncio.run(solve_all())
     assert len(answers) == 4 and all(answers)
     assert sum(a == label for a, (_, label) in zip(answers, samples, strict=True)) >= 3
+
+
+# Where capgate serves each dialect the SDK speaks.
+DIALECT_PATHS = {
+    "anticaptcha": "",
+    "2captcha": "/2captcha",
+    "capmonster": "/capmonster",
+    "capsolver": "/capsolver",
+    "anysolver": "/anysolver",
+    "vast": "/api/solver",
+    "ucaptcha": "",
+}
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECT_PATHS))
+def test_every_dialect_solves_balances_and_reports(server: CapgateServer, dialect: str) -> None:
+    from capgate.client import RecaptchaV2
+    from capgate.solvers.testkeys import RECAPTCHA_TEST_TOKEN, RECAPTCHA_V2_TEST_KEY
+
+    body, _ = captchas(9200 + len(dialect), 1)[0]
+    base = server.base + DIALECT_PATHS[dialect]
+    with Client(base, BOOTSTRAP_KEY, dialect=dialect) as client:
+        image = client.solve(ImageToText(base64.b64decode(body)))
+        assert image.text and image.value == image.text
+        token = client.solve(RecaptchaV2("https://example.com/", RECAPTCHA_V2_TEST_KEY))
+        assert token.value == RECAPTCHA_TEST_TOKEN
+        # The ids come back in the dialect's own form.
+        assert isinstance(image.task_id, int) is (
+            dialect in ("anticaptcha", "2captcha", "capmonster")
+        )
+        if dialect == "ucaptcha":
+            with pytest.raises(BadRequestError):
+                client.balance()
+            return
+        assert client.balance() == pytest.approx(9.999)
+        if dialect == "anysolver":
+            with pytest.raises(BadRequestError):
+                client.report(image.task_id, correct=False)
+            return
+        client.report(image.task_id, correct=False)
+        assert client.balance() == pytest.approx(10.0)  # refunded once
+
+
+@pytest.mark.parametrize("dialect", ["capsolver", "ucaptcha", "vast"])
+def test_every_dialect_raises_the_right_errors(server: CapgateServer, dialect: str) -> None:
+    base = server.base + DIALECT_PATHS[dialect]
+    with Client(base, "f" * 32, dialect=dialect) as stranger, pytest.raises(AuthError):
+        stranger.solve(Turnstile("https://example.com/", "1x00000000000000000000AA"))
+    with Client(base, BOOTSTRAP_KEY, dialect=dialect) as client:
+        unknown = "01234567-89ab-4def-8123-456789abcdef"
+        with pytest.raises(CaptchaError) as caught:
+            client.result(unknown)
+        assert not caught.value.retryable
+
+
+def test_an_unknown_dialect_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown dialect 'deathbycaptcha'"):
+        Client("http://127.0.0.1:9", "k", dialect="deathbycaptcha")

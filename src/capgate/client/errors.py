@@ -48,23 +48,43 @@ class SolveTimeoutError(CaptchaError):
     retryable = True
 
 
-# The Anti-Captcha family's error codes (what capgate's root answers), by class.
+# Every dialect's error codes by class, written without the ERROR_ prefix (AnySolver drops
+# it; the others keep it): the Anti-Captcha family, CapSolver, AnySolver, Vast, uCaptcha.
+_CODES: dict[type[CaptchaError], tuple[str, ...]] = {
+    AuthError: ("KEY_DOES_NOT_EXIST", "KEY_DENIED_ACCESS", "INVALID_API_KEY"),
+    BalanceError: ("ZERO_BALANCE", "INSUFFICIENT_BALANCE"),
+    NotFoundError: ("NO_SUCH_CAPCHA_ID", "TASKID_INVALID", "TASK_NOT_FOUND", "WRONG_CAPTCHA_ID"),
+    UnsolvableError: ("CAPTCHA_UNSOLVABLE", "TASK_TIMEOUT"),
+    TemporaryError: (
+        "NO_SLOT_AVAILABLE",
+        "SERVICE_UNAVALIABLE",  # sic: CapSolver's spelling
+        "RATE_LIMIT",
+        "TOO_MANY_REQUESTS",
+        "NO_PROVIDERS_AVAILABLE",
+        "INTERNAL_ERROR",
+    ),
+    BadRequestError: (
+        "TASK_ABSENT",
+        "TASK_NOT_SUPPORTED",
+        "ZERO_CAPTCHA_FILESIZE",
+        "TOO_BIG_CAPTCHA_FILESIZE",
+        "IMAGE_TYPE_NOT_SUPPORTED",
+        "NO_SUCH_METHOD",
+        "BAD_PARAMETERS",
+        "INVALID_TASK_DATA",
+        "BAD_REQUEST",
+        "INVALID_REQUEST",
+        "IMAGE_TOO_SMALL",
+        "IMAGE_TOO_LARGE",
+        "IMAGE_CORRUPTED",
+        "IDEMPOTENCY_CONFLICT",
+    ),
+}
 ERROR_CLASSES: dict[str, type[CaptchaError]] = {
-    "ERROR_KEY_DOES_NOT_EXIST": AuthError,
-    "ERROR_ZERO_BALANCE": BalanceError,
-    "ERROR_NO_SUCH_CAPCHA_ID": NotFoundError,
-    "ERROR_CAPTCHA_UNSOLVABLE": UnsolvableError,
-    "ERROR_NO_SLOT_AVAILABLE": TemporaryError,
-    "ERROR_TASK_ABSENT": BadRequestError,
-    "ERROR_TASK_NOT_SUPPORTED": BadRequestError,
-    "ERROR_ZERO_CAPTCHA_FILESIZE": BadRequestError,
-    "ERROR_TOO_BIG_CAPTCHA_FILESIZE": BadRequestError,
-    "ERROR_IMAGE_TYPE_NOT_SUPPORTED": BadRequestError,
-    "ERROR_NO_SUCH_METHOD": BadRequestError,
-    "ERROR_BAD_PARAMETERS": BadRequestError,
+    code: cls for cls, codes in _CODES.items() for code in codes
 }
 
 
 def error_for(code: str, description: str) -> CaptchaError:
     """The exception for an error answer."""
-    return ERROR_CLASSES.get(code, CaptchaError)(description, code)
+    return ERROR_CLASSES.get(code.removeprefix("ERROR_"), CaptchaError)(description, code)

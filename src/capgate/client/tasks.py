@@ -81,7 +81,7 @@ Task = ImageToText | TokenTask
 class Solution:
     """A solved task: the text or token, and what it cost."""
 
-    task_id: int
+    task_id: int | str
     text: str | None
     token: str | None
     user_agent: str | None
@@ -95,7 +95,7 @@ class Solution:
         return self.text if self.text is not None else self.token or ""
 
     @classmethod
-    def from_answer(cls, task_id: int, answer: dict[str, Any]) -> Solution:
+    def from_answer(cls, task_id: int | str, answer: dict[str, Any]) -> Solution:
         """The solution in a ready getTaskResult answer."""
         solution = answer.get("solution") or {}
         token = solution.get("token") or solution.get("gRecaptchaResponse")
