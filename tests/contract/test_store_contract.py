@@ -491,3 +491,48 @@ async def test_in_flight_counts_a_keys_unfinished_tasks(store: Store) -> None:
     assert await store.in_flight(alice.id) == 3
     await store.complete(lease.task.id, lease.token, Solution(text="x"), "ocr", T0 + 1)
     assert (await store.in_flight(alice.id), await store.in_flight(bob.id)) == (2, 1)
+
+
+async def test_one_keys_flood_never_starves_another_key(store: Store) -> None:
+    flood, quiet, third = [await new_key(store, 10**9, name) for name in ("f", "q", "t")]
+    flooded = [await create(store, flood.id, IMAGE, 1, "ip", T0, T0 + 120) for _ in range(40)]
+    late = await create(store, quiet.id, IMAGE, 1, "ip", T0 + 1, T0 + 120)
+    last = await create(store, third.id, IMAGE, 1, "ip", T0 + 2, T0 + 120)
+    # One lease of three: the flood's oldest, then the quiet keys' only tasks.
+    leased = await store.lease({TaskType.IMAGE_TO_TEXT}, 3, 30, T0 + 3)
+    assert [lease.task.id for lease in leased] == [flooded[0].id, late.id, last.id]
+    # With only the flood left, it gets everything, oldest first.
+    leased = await store.lease({TaskType.IMAGE_TO_TEXT}, 5, 30, T0 + 3)
+    assert [lease.task.id for lease in leased] == [t.id for t in flooded[1:6]]
+    assert await store.queue_depth() == 34
+
+
+def test_fair_order_takes_rounds_across_keys() -> None:
+    from capgate.store.base import fair_order
+
+    queues = {1: [1, 2, 3, 9], 2: [5], 3: [4, 7]}
+    assert fair_order(queues, 10) == [1, 4, 5, 2, 7, 3, 9]
+    assert fair_order(queues, 4) == [1, 4, 5, 2]
+    assert fair_order({}, 3) == [] and fair_order(queues, 0) == []
+
+
+async def test_redis_indexes_queues_written_before_fair_leasing(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from capgate.store.redis import RedisStore
+
+    store = RedisStore(redis_url)
+    await store.open()
+    key = await new_key(store)
+    task = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    await store.close()
+    # What an older capgate left: the queue by type only.
+    client = aioredis.Redis.from_url(redis_url)
+    old = [k async for k in client.scan_iter("{cg}:kq:*")]
+    await client.delete(*old, "{cg}:qkeys:ImageToText")
+    await client.aclose()
+    reopened = RedisStore(redis_url)
+    await reopened.open()
+    (lease,) = await reopened.lease({TaskType.IMAGE_TO_TEXT}, 5, 30, T0)
+    assert lease.task.id == task.id
+    await reopened.close()

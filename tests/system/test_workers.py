@@ -80,3 +80,18 @@ def test_only_worker_keys_lease_and_bad_requests_are_refused(
         assert response.status_code == 400, response.text
         assert response.json()["error"] == "BAD_REQUEST"
     assert idle_server.db_counts()[0] == 0
+
+
+def test_one_keys_flood_does_not_starve_another_key(idle_server: CapgateServer) -> None:
+    body = captchas(seed=5, n=1)[0][0]
+    flood = [
+        idle_server.post("/createTask", {"clientKey": BOOTSTRAP_KEY, "task": image_task(body)})
+        for _ in range(60)
+    ]
+    done = run_cli("keys", "create", "--balance", "1", "--data", str(idle_server.data))
+    quiet = done.stdout.strip()
+    late = idle_server.post("/createTask", {"clientKey": quiet, "task": image_task(body)})
+    ask = {"workerKey": worker_key(idle_server), "types": ["ImageToText"], "limit": 2}
+    leases = idle_server.http.post("/worker/lease", json=ask).json()["leases"]
+    # Oldest-first would hand out two of the flood's 60; fair leasing takes one of each.
+    assert [lease["taskId"] for lease in leases] == [flood[0]["taskId"], late["taskId"]]

@@ -104,7 +104,10 @@ class Store(abc.ABC):
         now: float,
         token: str | None = None,
     ) -> list[Lease]:
-        """Move up to `limit` queued tasks of these types, oldest first, to running.
+        """Move up to `limit` queued tasks of these types to running, fairly across keys.
+
+        The order is `fair_order`'s: one task from each key with queued tasks (oldest
+        first), then a second from each, and so on; so one key's flood never starves another.
 
         They share a lease token (a fresh one, or `token`) and each gets one more attempt
         (counted now, so a solver that dies mid-task still used an attempt). Asked again
@@ -182,6 +185,25 @@ class Store(abc.ABC):
     async def recent_tasks(self, limit: int) -> list[Task]:
         """The newest `limit` stored tasks, newest first, without their image bodies
         (for operators: the dashboard and `capgate tasks`)."""
+
+
+def fair_order(queues: Mapping[int, list[int]], limit: int) -> list[int]:
+    """The tasks to lease, given each key's queued task ids (each list oldest first).
+
+    Round-robin over keys: round r takes each key's r-th oldest task, keys in the order
+    of their oldest queued task. Every store leases in exactly this order.
+    """
+    keys = sorted((ids for ids in queues.values() if ids), key=lambda ids: ids[0])
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < limit and keys:
+        keys = [ids for ids in keys if len(ids) > depth]
+        for ids in keys:
+            if len(picked) == limit:
+                break
+            picked.append(ids[depth])
+        depth += 1
+    return picked
 
 
 def idempotency_conflict(idempotency_key: str) -> CapgateError:

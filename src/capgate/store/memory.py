@@ -21,7 +21,13 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
-from capgate.store.base import Store, idempotency_conflict, out_of_attempts, timed_out
+from capgate.store.base import (
+    Store,
+    fair_order,
+    idempotency_conflict,
+    out_of_attempts,
+    timed_out,
+)
 
 
 class MemoryStore(Store):
@@ -163,18 +169,19 @@ class MemoryStore(Store):
         if limit <= 0:
             return leases
         token = token or secrets.token_hex(8)
+        queues: dict[int, list[int]] = {}
         for task in sorted(self._tasks.values(), key=lambda t: t.id):
-            if task.status is not TaskStatus.QUEUED or task.type not in types:
-                continue
+            if task.status is TaskStatus.QUEUED and task.type in types:
+                queues.setdefault(task.key_id, []).append(task.id)
+        for task_id in fair_order(queues, limit):
+            task = self._tasks[task_id]
             task.status = TaskStatus.RUNNING
             task.attempts += 1
             task.started_at = task.started_at if task.started_at is not None else now
             task.lease_token = token
             task.lease_expires_at = now + lease_seconds
             leases.append(Lease(_copy_task(task), token, task.lease_expires_at))
-            if len(leases) >= limit:
-                break
-        return leases
+        return sorted(leases, key=lambda lease: lease.task.id)
 
     def _held(self, task_id: int, token: str, now: float) -> Task | None:
         task = self._tasks.get(task_id)

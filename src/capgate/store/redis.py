@@ -34,7 +34,20 @@ P = "{cg}"  # The hash tag every key carries.
 _LUA_COMMON = """
 local P = ARGV[1]
 local function task_key(id) return P .. ':task:' .. id end
-local function unqueue(id, typ) redis.call('ZREM', P .. ':queued:' .. typ, id) end
+-- Queued tasks: one sorted set per type (for the depth), and one per type and key with
+-- the set of keys that have any (for fair leasing: round-robin over keys).
+local function enqueue(id, typ, key_id)
+  redis.call('ZADD', P .. ':queued:' .. typ, id, id)
+  redis.call('ZADD', P .. ':kq:' .. typ .. ':' .. key_id, id, id)
+  redis.call('SADD', P .. ':qkeys:' .. typ, key_id)
+end
+local function unqueue(id, typ)
+  redis.call('ZREM', P .. ':queued:' .. typ, id)
+  local key_id = redis.call('HGET', P .. ':task:' .. id, 'key_id')
+  local queue = P .. ':kq:' .. typ .. ':' .. key_id
+  redis.call('ZREM', queue, id)
+  if redis.call('ZCARD', queue) == 0 then redis.call('SREM', P .. ':qkeys:' .. typ, key_id) end
+end
 local function finish(id, key_id)
   redis.call('ZREM', P .. ':running', id)
   redis.call('ZREM', P .. ':unfinished', id)
@@ -57,7 +70,7 @@ local function requeue(id, solver)
   redis.call('HSET', t, 'status', 0, 'lease_token', '', 'lease_expires_at', '')
   if solver ~= '' then redis.call('HSET', t, 'solver', solver) end
   redis.call('ZREM', P .. ':running', id)
-  redis.call('ZADD', P .. ':queued:' .. redis.call('HGET', t, 'type'), id, id)
+  enqueue(id, redis.call('HGET', t, 'type'), redis.call('HGET', t, 'key_id'))
 end
 local function held(id, token, now)
   local t = task_key(id)
@@ -94,7 +107,7 @@ redis.call('HSET', t, 'id', id, 'key_id', key_id, 'type', typ, 'params', params,
   'created_at', now, 'deadline_at', deadline, 'cost', cost, 'ip', ip, 'expires_at', expires,
   'attempts', 0, 'polls', 0, 'idem_key', idem_key, 'idem_hash', idem_hash)
 if body ~= '' then redis.call('HSET', t, 'body', body) end
-redis.call('ZADD', P .. ':queued:' .. typ, id, id)
+enqueue(id, typ, key_id)
 redis.call('ZADD', P .. ':unfinished', deadline, id)
 redis.call('ZADD', P .. ':expiring', expires, id)
 redis.call('SADD', P .. ':inflight:' .. key_id, id)
@@ -128,17 +141,43 @@ if given_token then
   if #out > 0 then return out end
 end
 if limit <= 0 then return {} end
-local candidates = {}
+-- Each key's oldest queued tasks of these types, then store.base.fair_order's rounds.
+local queues = {}
 for i = 7, #ARGV do
-  for _, id in ipairs(redis.call('ZRANGE', P .. ':queued:' .. ARGV[i], 0, limit - 1)) do
-    table.insert(candidates, {tonumber(id), ARGV[i]})
+  local typ = ARGV[i]
+  for _, key_id in ipairs(redis.call('SMEMBERS', P .. ':qkeys:' .. typ)) do
+    local list = queues[key_id] or {}
+    queues[key_id] = list
+    for _, id in ipairs(redis.call('ZRANGE', P .. ':kq:' .. typ .. ':' .. key_id, 0, limit - 1)) do
+      table.insert(list, tonumber(id))
+    end
   end
 end
-table.sort(candidates, function(a, b) return a[1] < b[1] end)
+local heads = {}
+for _, list in pairs(queues) do
+  if #list > 0 then
+    table.sort(list)
+    table.insert(heads, list)
+  end
+end
+table.sort(heads, function(a, b) return a[1] < b[1] end)
+local candidates = {}
+local depth = 1
+while #candidates < limit and #heads > 0 do
+  local deeper = {}
+  for _, list in ipairs(heads) do
+    if #list >= depth then
+      if #candidates < limit then table.insert(candidates, list[depth]) end
+      table.insert(deeper, list)
+    end
+  end
+  heads = deeper
+  depth = depth + 1
+end
 local out = {}
-for i = 1, math.min(limit, #candidates) do
-  local id, typ = candidates[i][1], candidates[i][2]
+for _, id in ipairs(candidates) do
   local t = task_key(id)
+  local typ = redis.call('HGET', t, 'type')
   unqueue(id, typ)
   redis.call('HINCRBY', t, 'attempts', 1)
   if redis.call('HGET', t, 'started_at') == false then redis.call('HSET', t, 'started_at', now) end
@@ -151,6 +190,20 @@ if #out > 0 then
   redis.call('PEXPIRE', lease_set, math.floor((tonumber(expires) - tonumber(now)) * 1000) + 60000)
 end
 return out
+"""
+)
+
+# Stores written before per-key queues existed: index their queued tasks by key (idempotent).
+_INDEX_QUEUES = (
+    _LUA_COMMON
+    + """
+for i = 2, #ARGV do
+  for _, id in ipairs(redis.call('ZRANGE', P .. ':queued:' .. ARGV[i], 0, -1)) do
+    local key_id = redis.call('HGET', task_key(id), 'key_id')
+    if key_id then enqueue(id, ARGV[i], key_id) end
+  end
+end
+return 1
 """
 )
 
@@ -313,8 +366,10 @@ class RedisStore(Store):
             ("purge", _PURGE),
             ("report", _REPORT),
             ("create_key", _CREATE_KEY),
+            ("index_queues", _INDEX_QUEUES),
         ):
             self._scripts[name] = self._redis.register_script(source)
+        await self._run("index_queues", *(t.value for t in TaskType))
 
     async def close(self) -> None:
         if self._redis is not None:

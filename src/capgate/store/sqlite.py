@@ -30,7 +30,13 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
-from capgate.store.base import Store, idempotency_conflict, out_of_attempts, timed_out
+from capgate.store.base import (
+    Store,
+    fair_order,
+    idempotency_conflict,
+    out_of_attempts,
+    timed_out,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -72,6 +78,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotent ON tasks (key_id, idem_key)
     WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (type, id) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS tasks_queued_by_key ON tasks (key_id, id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (lease_expires_at) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (deadline_at) WHERE status < 2;
 CREATE INDEX IF NOT EXISTS tasks_expiring ON tasks (expires_at);
@@ -110,12 +117,19 @@ class _Q:
     task_by_id = f"SELECT {_TASK_COLUMNS.replace('body', 'NULL')} FROM tasks WHERE id = ?"
     idempotent = f"SELECT idem_hash, {_TASK_COLUMNS} FROM tasks WHERE key_id = ? AND idem_key = ?"
     add_polls = "UPDATE tasks SET polls = polls + ? WHERE id = ?"
+    # Fair leasing: the keys with queued tasks, one index seek each; each key's oldest.
+    next_queued_key = (
+        "SELECT key_id FROM tasks WHERE status = 0 AND key_id > ? ORDER BY key_id LIMIT 1"
+    )
+    queued_of_key = (
+        "SELECT id FROM tasks WHERE status = 0 AND key_id = :key AND type IN ({types})"
+        " ORDER BY id LIMIT :limit"
+    )
     lease = (
         "UPDATE tasks SET status = 1, attempts = attempts + 1,"
         " started_at = coalesce(started_at, :now), lease_token = :token,"
         " lease_expires_at = :expires"
-        " WHERE id IN (SELECT id FROM tasks WHERE status = 0 AND type IN ({types})"
-        " ORDER BY id LIMIT :limit)"
+        " WHERE status = 0 AND id IN ({ids})"
         f" RETURNING {_TASK_COLUMNS}"
     )
     held = "id = ? AND status = 1 AND lease_token = ? AND lease_expires_at > ?"
@@ -364,18 +378,25 @@ class SqliteStore(Store):
                 return [Lease(t, token, t.lease_expires_at or now) for t in held]
         if limit <= 0 or not types:
             return []
-        names = [t.value for t in types]
-        params: dict[str, Any] = {
-            "now": now,
-            "token": token or secrets.token_hex(8),
-            "expires": now + lease_seconds,
-            "limit": limit,
-        }
-        params.update({f"t{i}": name for i, name in enumerate(names)})
-        sql = _Q.lease.format(types=", ".join(f":t{i}" for i in range(len(names))))
-        rows = self.db.execute(sql, params).fetchall()
+        db = self.db
+        type_params = {f"t{i}": t.value for i, t in enumerate(types)}
+        of_key = _Q.queued_of_key.format(types=", ".join(f":{name}" for name in type_params))
+        chosen_token, expires = token or secrets.token_hex(8), now + lease_seconds
+        with _transaction(db):
+            queues: dict[int, list[int]] = {}
+            key_id = -1
+            while (row := db.execute(_Q.next_queued_key, (key_id,)).fetchone()) is not None:
+                key_id = row[0]
+                found = db.execute(of_key, {"key": key_id, "limit": limit, **type_params})
+                queues[key_id] = [task_id for (task_id,) in found]
+            ids = fair_order(queues, limit)
+            if not ids:
+                return []
+            sql = _Q.lease.format(ids=", ".join(str(int(i)) for i in ids))
+            params = {"now": now, "token": chosen_token, "expires": expires}
+            rows = db.execute(sql, params).fetchall()
         tasks = sorted((_task(row) for row in rows), key=lambda t: t.id)
-        return [Lease(t, params["token"], params["expires"]) for t in tasks]
+        return [Lease(t, chosen_token, expires) for t in tasks]
 
     async def extend_lease(
         self,
