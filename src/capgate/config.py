@@ -92,6 +92,8 @@ class Settings:
     max_request_bytes: int = 1_000_000
     max_image_bytes: int = 600_000
     max_image_pixels: int = 4_000_000
+    # The longest text a task field may hold (a URL, a cookie string, a user agent).
+    max_field_chars: int = 8192
     # How long a dialect that answers inside createTask (CapSolver images) waits for it.
     sync_wait_seconds: float = 10.0
     # The longest opt-in long-poll ("waitSeconds" / ?wait=) a client may ask for.

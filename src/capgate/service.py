@@ -12,6 +12,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 import msgspec
 
@@ -113,6 +114,7 @@ class Service:
             if spec.body is None:
                 raise CapgateError(ErrorCode.ZERO_CAPTCHA_FILESIZE, "The task has no image")
             check_image(spec.body, self.settings.max_image_bytes, self.settings.max_image_pixels)
+        _check_fields(spec.params, self.settings.max_field_chars)
         callback = spec.params.get("callbackUrl")
         if callback is not None:
             if not isinstance(callback, str):
@@ -344,6 +346,42 @@ class Service:
         for task_id in moved:
             await self.task_finished(task_id)
         await self.store.purge(now, 1000)
+
+
+_MAX_FIELD_DEPTH = 8
+_MAX_FIELDS = 200
+
+
+def _check_fields(params: dict[str, Any], max_chars: int) -> None:
+    """Refuse task fields no captcha needs: over-long text, deep nesting, too many fields.
+
+    Everything here is stored with the task, so a limit on each keeps a 1 MB request from
+    becoming a 1 MB row of junk; each refusal names the field.
+    """
+    count = 0
+
+    def walk(value: Any, where: str, depth: int) -> None:
+        nonlocal count
+        count += 1
+        if count > _MAX_FIELDS:
+            raise CapgateError(
+                ErrorCode.BAD_REQUEST, f"The task has more than {_MAX_FIELDS} fields"
+            )
+        if depth > _MAX_FIELD_DEPTH:
+            raise CapgateError(ErrorCode.BAD_REQUEST, f"Task field {where} nests too deep")
+        if isinstance(value, str) and len(value) > max_chars:
+            raise CapgateError(
+                ErrorCode.BAD_REQUEST,
+                f"Task field {where} is {len(value)} characters; at most {max_chars} are accepted",
+            )
+        if isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{where}.{name}" if where else str(name), depth + 1)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]", depth + 1)
+
+    walk(params, "", 0)
 
 
 def _fingerprint(spec: TaskSpec) -> bytes:

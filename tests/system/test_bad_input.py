@@ -33,6 +33,11 @@ def b64(data: bytes) -> str:
 TOO_BIG_IMAGE = noise_png(450)
 GOOD_BODY = captchas(seed=3, n=1)[0][0]
 TURNSTILE = {"type": "TurnstileTaskProxyless", "websiteURL": "https://example.com/"}
+# Cloudflare's always-passing test key: with it these tasks would be accepted, but for the flaw.
+SITE_KEY = "1x00000000000000000000AA"
+NESTED: dict[str, Any] = {}
+for _ in range(20):
+    NESTED = {"x": NESTED}
 
 CREATE_CASES: list[tuple[str, Any, int, str]] = [
     ("malformed JSON", b'{"clientKey": "x", ', 110, "ERROR_BAD_PARAMETERS"),
@@ -119,6 +124,27 @@ CREATE_CASES: list[tuple[str, Any, int, str]] = [
     (
         "token task without websiteKey",
         {"clientKey": K, "task": TURNSTILE},
+        110,
+        "ERROR_BAD_PARAMETERS",
+    ),
+    (
+        "a task field of 9,000 characters",
+        {"clientKey": K, "task": {**TURNSTILE, "websiteKey": SITE_KEY, "websiteURL": "h" * 9000}},
+        110,
+        "ERROR_BAD_PARAMETERS",
+    ),
+    (
+        "a task field nested 20 deep",
+        {"clientKey": K, "task": {**TURNSTILE, "websiteKey": SITE_KEY, "x": NESTED}},
+        110,
+        "ERROR_BAD_PARAMETERS",
+    ),
+    (
+        "a task of 500 fields",
+        {
+            "clientKey": K,
+            "task": {**TURNSTILE, "websiteKey": SITE_KEY, **{f"f{i}": i for i in range(500)}},
+        },
         110,
         "ERROR_BAD_PARAMETERS",
     ),
