@@ -128,7 +128,7 @@ def test_every_dialect_solves_balances_and_reports(server: CapgateServer, dialec
             with pytest.raises(BadRequestError):
                 client.report(image.task_id, correct=False)
             return
-        client.report(image.task_id, correct=False)
+        client.report_incorrect(image.task_id)
         assert client.balance() == pytest.approx(10.0)  # refunded once
 
 

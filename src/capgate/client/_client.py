@@ -284,6 +284,10 @@ class Client:
         """Tell the server whether an answer was right; a wrong one is refunded."""
         self._protocol.check(self._send(self._protocol.report(task_id, correct)))
 
+    def report_incorrect(self, task_id: TaskId) -> None:
+        """Report a wrong answer: the task is refunded, once."""
+        self.report(task_id, correct=False)
+
 
 class AsyncClient:
     """An asyncio client, the same as Client (and the same `dialect` choice)."""
@@ -362,6 +366,10 @@ class AsyncClient:
     async def report(self, task_id: TaskId, correct: bool) -> None:
         """Tell the server whether an answer was right; a wrong one is refunded."""
         self._protocol.check(await self._send(self._protocol.report(task_id, correct)))
+
+    async def report_incorrect(self, task_id: TaskId) -> None:
+        """Report a wrong answer: the task is refunded, once."""
+        await self.report(task_id, correct=False)
 
 
 __all__ = ["AsyncClient", "CaptchaError", "Client"]
