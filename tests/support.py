@@ -21,6 +21,17 @@ from capgate.ocr import synth
 
 BOOTSTRAP_KEY = "0123456789abcdef0123456789abcdef"
 
+# Where a capgate serves each vendor API (the SDK's and the upstream adapters' `kind`s).
+DIALECT_PATHS = {
+    "anticaptcha": "",
+    "2captcha": "/2captcha",
+    "capmonster": "/capmonster",
+    "capsolver": "/capsolver",
+    "anysolver": "/anysolver",
+    "vast": "/api/solver",
+    "ucaptcha": "",
+}
+
 
 def free_port() -> int:
     """A port nobody listens on right now."""

@@ -24,6 +24,7 @@ from capgate.solvers.base import SolveError
 from capgate.solvers.testkeys import RECAPTCHA_TEST_TOKEN, RECAPTCHA_V2_TEST_KEY
 from tests.support import (
     BOOTSTRAP_KEY,
+    DIALECT_PATHS,
     CapgateServer,
     ServerFactory,
     captchas,
@@ -35,16 +36,7 @@ from tests.support import (
 pytestmark = pytest.mark.system
 
 FAULT_KEY = "fault-provider-key"
-# Where each kind's dialect is served on a capgate (the upstream in these tests).
-PREFIXES = {
-    "anticaptcha": "",
-    "2captcha": "/2captcha",
-    "capmonster": "/capmonster",
-    "capsolver": "/capsolver",
-    "anysolver": "/anysolver",
-    "vast": "/api/solver",
-    "ucaptcha": "",
-}
+PREFIXES = DIALECT_PATHS  # where the upstream capgate serves each kind
 REPORTS = {"anticaptcha", "2captcha", "capmonster", "capsolver"}
 
 

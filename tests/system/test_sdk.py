@@ -23,6 +23,7 @@ from capgate.client import (
 )
 from tests.support import (
     BOOTSTRAP_KEY,
+    DIALECT_PATHS,
     CapgateServer,
     ServerFactory,
     captchas,
@@ -89,18 +90,6 @@ def test_async_client_solves_concurrently(server: CapgateServer) -> None:
     answers = asyncio.run(solve_all())
     assert len(answers) == 4 and all(answers)
     assert sum(a == label for a, (_, label) in zip(answers, samples, strict=True)) >= 3
-
-
-# Where capgate serves each dialect the SDK speaks.
-DIALECT_PATHS = {
-    "anticaptcha": "",
-    "2captcha": "/2captcha",
-    "capmonster": "/capmonster",
-    "capsolver": "/capsolver",
-    "anysolver": "/anysolver",
-    "vast": "/api/solver",
-    "ucaptcha": "",
-}
 
 
 @pytest.mark.parametrize("dialect", sorted(DIALECT_PATHS))
