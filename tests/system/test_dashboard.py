@@ -95,7 +95,8 @@ def test_log_in_see_a_task_appear_and_a_provider_break(
     browser.get(server.base + "/dashboard?refresh=1")
     browser.find_element(By.ID, "key").send_keys("not the key")
     browser.find_element(By.ID, "login").click()
-    assert "not the admin key" in browser.find_element(By.ID, "login-error").text
+    # (The click does not wait for the answer page: look until it is there.)
+    eventually(lambda: "not the admin key" in browser.find_element(By.ID, "login-error").text)
     browser.find_element(By.ID, "key").send_keys(ADMIN)
     browser.find_element(By.ID, "login").click()
     eventually(lambda: bool(browser.find_elements(By.ID, "solvers")))
@@ -114,8 +115,13 @@ def test_log_in_see_a_task_appear_and_a_provider_break(
     assert (result["status"], result["solveCount"]) == ("ready", 2)
     eventually(lambda: breaker() == "open")
     eventually(lambda: browser.find_element(By.ID, "queue-depth").text == "0")
+
     # The session is a cookie: logging out ends it.
-    browser.find_element(By.CSS_SELECTOR, "header form button").click()
+    def log_out() -> bool:
+        browser.find_element(By.CSS_SELECTOR, "header form button").click()
+        return True
+
+    eventually(log_out)  # (the page reloads itself every second: retry a stale button)
     eventually(lambda: bool(browser.find_elements(By.ID, "key")))
 
 
