@@ -88,6 +88,9 @@ class Settings:
     # Per-key limits (0: unlimited), answered with the dialect's "no slot" error.
     max_tasks_in_flight: int = 0
     max_creates_per_second: float = 0.0
+    # The shortest time between two result polls of one task (0: none; real clients poll
+    # every 0.2 s or back to back after `ready`, CLIENTS.md), per server process.
+    min_poll_interval_seconds: float = 0.0
     # Input limits.
     max_request_bytes: int = 1_000_000
     max_image_bytes: int = 600_000

@@ -74,6 +74,7 @@ class Service:
         # By secret, so a hit costs no hashing (a second's worth, in this process only).
         self._known_keys: dict[str, tuple[float, Key]] = {}
         self._background: set[asyncio.Future[None]] = set()
+        self._last_polls: dict[int, float] = {}  # task id -> when it was last polled
 
     async def authenticate(self, secret: str) -> Key:
         """The key a client secret belongs to, or KEY_DOES_NOT_EXIST.
@@ -176,20 +177,21 @@ class Service:
         its polls are counted here and written in batches (capgate.polls).
         """
         now = self.clock.now()
-        task = self.finished.get(task_id)
-        if task is not None:
-            task.polls += 1
-            self.polls.count(task_id)
-        else:
-            task = await self.store.get_task(task_id)
-            if task is not None:
-                task.polls += self.polls.count(task_id)
-                self.finished.keep(task)
+        cached = self.finished.get(task_id)
+        task = cached if cached is not None else await self.store.get_task(task_id)
         if task is not None and now >= task.expires_at:
             self.finished.drop(task_id)
             task = None
+        # Only the owner's polls count (a stranger must not use up the owner's cap).
         if task is None or task.key_id != key.id:
             raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {task_id} does not exist")
+        self._check_poll_floor(task_id)
+        if cached is not None:
+            task.polls += 1  # The cached copy already holds every poll this node counted.
+            self.polls.count(task_id)
+        else:
+            task.polls += self.polls.count(task_id)
+            self.finished.keep(task)
         if task.polls > self.settings.max_polls:
             raise CapgateError(
                 ErrorCode.POLL_LIMIT_EXCEEDED,
@@ -202,6 +204,24 @@ class Service:
                 await self.task_finished(failed)
             task = await self.store.get_task(task_id) or task
         return task
+
+    def _check_poll_floor(self, task_id: int) -> None:
+        """Refuse a poll that comes sooner than `min_poll_interval_seconds` after the last
+        answered one of the same task (off by default), before it counts."""
+        floor = self.settings.min_poll_interval_seconds
+        if floor <= 0:
+            return
+        now = time.monotonic()
+        last = self._last_polls.get(task_id)
+        if last is not None and now - last < floor:
+            raise CapgateError(
+                ErrorCode.NO_SLOT,
+                f"Task {task_id} was polled {now - last:.2f} s ago;"
+                f" poll it at most every {floor:g} s",
+            )
+        if len(self._last_polls) >= _KEY_CACHE_SIZE * 10:
+            self._last_polls.clear()
+        self._last_polls[task_id] = now
 
     async def report(self, key: Key, task_id: int, correct: bool) -> Task:
         """Take the key's verdict on its solved task; an incorrect answer is refunded once

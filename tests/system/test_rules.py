@@ -3,6 +3,7 @@ poll limit, money and tenant isolation. Time moves by the test clock, never by s
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,22 @@ def test_no_dialect_shows_another_keys_task(server: CapgateServer) -> None:
     assert (rest.status_code, rest.json()) == (404, {"status": "NOT_FOUND"})
     legacy = server.http.post("/res.php", data={"key": stranger, "action": "get", "id": task_id})
     assert legacy.text == "ERROR_WRONG_CAPTCHA_ID"
-    # The owner's task is as it was: not reported, not refunded to anyone.
+    # The owner's task is as it was: not reported, not refunded to anyone, and a stranger's
+    # polls do not use up the owner's 120.
+    for _ in range(130):
+        server.post("/getTaskResult", {"clientKey": stranger, "taskId": task_id})
     assert server.wait_final(BOOTSTRAP_KEY, task_id) == owner_view
     assert server.post("/getBalance", {"clientKey": stranger})["balance"] == 1
+
+
+def test_an_optional_floor_between_polls(start_server: ServerFactory, tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path / "floor", local_solving="false", min_poll_interval_seconds="0.5"
+    )
+    task_id = create_image_task(server)
+    assert result(server, task_id) == {"errorId": 0, "status": "processing"}
+    too_soon = result(server, task_id)
+    assert (too_soon["errorId"], too_soon["errorCode"]) == (2, "ERROR_NO_SLOT_AVAILABLE")
+    assert "at most every 0.5 s" in str(too_soon["errorDescription"])
+    time.sleep(0.6)
+    assert result(server, task_id) == {"errorId": 0, "status": "processing"}
