@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from capgate.model import MICROS
 
 if TYPE_CHECKING:
     from capgate.router import Router
@@ -81,34 +84,46 @@ class Metrics:
 
 
 def _solver_health(lines: list[str], router: Router) -> None:
-    """Per solver: breaker up or not, recent success rate and p90, spend (this process)."""
-    rows: dict[str, tuple[str, str, list[tuple[str, float]]]] = {
-        "capgate_solver_up": ("gauge", "1 while the solver's circuit breaker lets tasks in", []),
-        "capgate_solver_success_ratio": ("gauge", "Share of recent attempts answered", []),
-        "capgate_solver_p90_seconds": ("gauge", "Recent p90 time of answered attempts", []),
-        "capgate_solver_attempts_total": ("counter", "Attempts by outcome", []),
-        "capgate_solver_spend_total": ("counter", "What answered tasks cost, in USD", []),
-    }
+    """Per solver: breaker up or not, recent success rate and p90, attempts, spend (this
+    process)."""
+    up: dict[Labels, float] = {}
+    success: dict[Labels, float] = {}
+    p90: dict[Labels, float] = {}
+    attempts: dict[Labels, float] = {}
+    spend: dict[Labels, float] = {}
     for name, health in router.health.items():
-        rows["capgate_solver_up"][2].append((name, float(router.breaker_state(name) != "open")))
+        solver = (("solver", name),)
+        up[solver] = float(router.breaker_state(name) != "open")
         if health.success_rate is not None:
-            rows["capgate_solver_success_ratio"][2].append((name, health.success_rate))
+            success[solver] = health.success_rate
         if health.p90_seconds is not None:
-            rows["capgate_solver_p90_seconds"][2].append((name, health.p90_seconds))
-        rows["capgate_solver_spend_total"][2].append((name, health.spent / 1_000_000))
-    for metric, (kind, help_text, values) in rows.items():
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        if metric == "capgate_solver_attempts_total":
-            for name, health in router.health.items():
-                for outcome, count in (("answered", health.solved), ("failed", health.failed)):
-                    labels = _labels((("solver", name), ("outcome", outcome)))
-                    lines.append(f"{metric}{labels} {count}")
-        lines += [f"{metric}{_labels((('solver', name),))} {value}" for name, value in values]
+            p90[solver] = health.p90_seconds
+        attempts[(*solver, ("outcome", "answered"))] = health.solved
+        attempts[(*solver, ("outcome", "failed"))] = health.failed
+        spend[solver] = health.spent / MICROS
+    help_up = "1 while the solver's circuit breaker lets tasks in"
+    _series(lines, "capgate_solver_up", "gauge", help_up, up)
+    _series(
+        lines, "capgate_solver_success_ratio", "gauge", "Share of recent attempts answered", success
+    )
+    _series(
+        lines, "capgate_solver_p90_seconds", "gauge", "Recent p90 time of answered attempts", p90
+    )
+    _series(lines, "capgate_solver_attempts_total", "counter", "Attempts by outcome", attempts)
+    _series(
+        lines, "capgate_solver_spend_total", "counter", "What answered tasks cost, in USD", spend
+    )
 
 
 def _counter(lines: list[str], name: str, help_text: str, values: dict[Labels, int]) -> None:
-    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-    lines += [f"{name}{_labels(labels)} {count}" for labels, count in sorted(values.items())]
+    _series(lines, name, "counter", help_text, values)
+
+
+def _series(
+    lines: list[str], name: str, kind: str, help_text: str, values: Mapping[Labels, float]
+) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{_labels(labels)} {value}" for labels, value in sorted(values.items())]
 
 
 def _labels(labels: Labels) -> str:
