@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 import msgspec
@@ -44,6 +44,7 @@ log = logging.getLogger("capgate.service")
 
 _KEY_CACHE_SECONDS = 1.0
 _KEY_CACHE_SIZE = 10_000
+_LAST_POLLS_SIZE = 100_000  # tasks whose last poll time is kept (min_poll_interval_seconds)
 _MAX_WORKER_LEASE = 100
 _MAX_IDEMPOTENCY_KEY = 255
 _MAX_WORKER_LEASE_SECONDS = 600.0
@@ -219,7 +220,7 @@ class Service:
                 f"Task {task_id} was polled {now - last:.2f} s ago;"
                 f" poll it at most every {floor:g} s",
             )
-        if len(self._last_polls) >= _KEY_CACHE_SIZE * 10:
+        if len(self._last_polls) >= _LAST_POLLS_SIZE:
             self._last_polls.clear()
         self._last_polls[task_id] = now
 
@@ -251,7 +252,12 @@ class Service:
             except Exception as exc:  # A provider's failure must not fail the client's report.
                 log.warning("task %d: could not report to %s: %s", task.id, solver.name, exc)
 
-        job = asyncio.ensure_future(forward())
+        self.in_background(forward())
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` without waiting for it, holding a reference until it ends (a task
+        nobody holds may be garbage-collected mid-flight)."""
+        job = asyncio.ensure_future(work)
         self._background.add(job)
         job.add_done_callback(self._background.discard)
 

@@ -128,7 +128,6 @@ class App:
             self.routes.add("/_test/clock", Route(self._advance_clock, _plain_error))
         self._sweeper: asyncio.Task[None] | None = None
         self._poll_flusher: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Future[None]] = set()
 
     # --- lifespan ---------------------------------------------------------------------
 
@@ -176,9 +175,7 @@ class App:
 
     def _task_finished(self, task_id: int) -> None:
         # The dispatcher calls this synchronously; counting needs a store read.
-        finished = asyncio.ensure_future(self.service.task_finished(task_id))
-        self._background.add(finished)
-        finished.add_done_callback(self._background.discard)
+        self.service.in_background(self.service.task_finished(task_id))
 
     def _wake(self) -> None:
         if self.dispatcher is not None:
