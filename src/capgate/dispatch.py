@@ -190,7 +190,7 @@ class Dispatcher:
 
     def _timeout(self, solver: Solver, task: Task) -> float:
         remaining = max(0.0, task.deadline_at - self.clock.now())
-        limit = getattr(getattr(solver, "settings", None), "timeout_seconds", 0.0)
+        limit = solver.attempt_seconds
         return min(remaining, limit) if limit else remaining
 
     async def _policy_for(self, task: Task) -> str:

@@ -44,6 +44,7 @@ class UpstreamProvider(Solver):
         supported = frozenset(self.kind.type_names)
         self.types = frozenset(settings.types) & supported if settings.types else supported
         self.base_url = (settings.url or self.kind.default_url).rstrip("/")
+        self.attempt_seconds = settings.timeout_seconds
         self._sleep = sleep
         self._slots = asyncio.Semaphore(settings.max_concurrent)
         self._http: httpx.AsyncClient | None = None

@@ -27,6 +27,8 @@ class Solver(abc.ABC):
     types: frozenset[TaskType]
     # Free solvers (the vendors' test keys) cost the client nothing.
     free: bool = False
+    # How long one attempt here may take before the task moves on (0: until its deadline).
+    attempt_seconds: float = 0.0
 
     @abc.abstractmethod
     def accepts(self, task_type: TaskType, params: Mapping[str, Any]) -> bool:
