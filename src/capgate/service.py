@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable, Collection, Coroutine
 from typing import Any
@@ -76,6 +77,8 @@ class Service:
         self._known_keys: dict[str, tuple[float, Key]] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._last_polls: dict[int, float] = {}  # task id -> when it was last polled
+        # Names this process when nodes that share a store take turns at the sweeps.
+        self.node = secrets.token_hex(8)
 
     async def authenticate(self, secret: str) -> Key:
         """The key a client secret belongs to, or KEY_DOES_NOT_EXIST.
@@ -363,7 +366,13 @@ class Service:
         return await self.store.get_key(key.id) or key
 
     async def maintain(self) -> None:
-        """One pass of housekeeping: expired leases, missed deadlines, retention."""
+        """One pass of housekeeping: expired leases, missed deadlines, retention.
+
+        Nodes sharing a store take turns: only the holder of the store's maintenance lock
+        sweeps, and another node takes over within a few intervals if it stops."""
+        hold = 3 * self.settings.sweep_interval_seconds
+        if not await self.store.hold_maintenance(self.node, hold):
+            return
         now = self.clock.now()
         moved = await self.store.requeue_expired_leases(now, self.settings.max_attempts)
         moved += await self.store.fail_overdue(now)

@@ -43,7 +43,8 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], S
         from capgate.store.redis import RedisStore
 
         url = request.getfixturevalue("redis_url")
-        return lambda: RedisStore(url)
+        # The tests move time: the store keeps their clock, not Redis'.
+        return lambda: RedisStore(url, server_time=False)
     return lambda: SqliteStore(tmp_path / "capgate.db")
 
 
@@ -521,7 +522,7 @@ async def test_redis_indexes_queues_written_before_fair_leasing(redis_url: str) 
 
     from capgate.store.redis import RedisStore
 
-    store = RedisStore(redis_url)
+    store = RedisStore(redis_url, server_time=False)
     await store.open()
     key = await new_key(store)
     task = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)
@@ -531,8 +532,82 @@ async def test_redis_indexes_queues_written_before_fair_leasing(redis_url: str) 
     old = [k async for k in client.scan_iter("{cg}:kq:*")]
     await client.delete(*old, "{cg}:qkeys:ImageToText")
     await client.aclose()
-    reopened = RedisStore(redis_url)
+    reopened = RedisStore(redis_url, server_time=False)
     await reopened.open()
     (lease,) = await reopened.lease({TaskType.IMAGE_TO_TEXT}, 5, 30, T0)
     assert lease.task.id == task.id
     await reopened.close()
+
+
+async def test_one_maintenance_holder_at_a_time(make_store: Callable[[], Store]) -> None:
+    import asyncio
+
+    first, second = make_store(), make_store()
+    await first.open()
+    await second.open()
+    try:
+        assert await first.hold_maintenance("a", 0.3)
+        shared = not await second.hold_maintenance("b", 0.3)
+        # Only a store that several nodes share has a lock; one process owns the others.
+        assert shared == (type(first).__name__ == "RedisStore")
+        if shared:
+            assert await first.hold_maintenance("a", 0.3)  # the holder renews
+            await asyncio.sleep(0.4)  # the holder stopped renewing: another takes over
+            assert await second.hold_maintenance("b", 0.3)
+            assert not await first.hold_maintenance("a", 0.3)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_redis_measures_time_by_its_own_clock(redis_url: str) -> None:
+    import time
+
+    from capgate.store.redis import RedisStore
+
+    # Two nodes whose clocks are an hour fast and an hour slow.
+    fast, slow = RedisStore(redis_url), RedisStore(redis_url)
+    await fast.open()
+    await slow.open()
+    try:
+        key = await new_key(fast)
+        ahead, behind = time.time() + 3600, time.time() - 3600
+        task = await create(fast, key.id, IMAGE, 1, "ip", ahead, ahead + 120)
+        real = time.time()
+        assert abs(task.created_at - real) < 5 and abs(task.deadline_at - real - 120) < 5
+        (lease,) = await slow.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, behind)
+        assert abs(lease.expires_at - time.time() - 30) < 5
+        # The fast node's clock says the lease ran out and the deadline passed an hour ago;
+        # Redis' clock says neither.
+        assert await fast.requeue_expired_leases(time.time() + 3600, 3) == []
+        assert await fast.fail_overdue(time.time() + 3600) == []
+        # And the slow node can still complete within the lease by Redis' clock.
+        done = await slow.complete(task.id, lease.token, Solution(text="AB12"), "ocr", behind)
+        assert done
+    finally:
+        await fast.close()
+        await slow.close()
+
+
+async def test_redis_expires_a_task_itself_when_no_node_sweeps(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from capgate.store.redis import RedisStore
+
+    store = RedisStore(redis_url, server_time=False)
+    await store.open()
+    key = await new_key(store)
+    kept = await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 120, T0 + 600)
+    gone = await store.create_task(key.id, IMAGE, 1, "ip", T0, T0 + 120, T0 + 600)
+    client = aioredis.Redis.from_url(redis_url)
+    # Kept for its retention plus an hour's grace, by Redis itself.
+    ttl = await client.pttl(f"{{cg}}:task:{kept.id}")
+    assert 3_600_000 + 590_000 < ttl <= 3_600_000 + 600_000
+    # A task Redis expired is skipped by every sweep and never leased.
+    await client.delete(f"{{cg}}:task:{gone.id}")
+    await client.aclose()
+    leases = await store.lease({TaskType.IMAGE_TO_TEXT}, 5, 30, T0)
+    assert [lease.task.id for lease in leases] == [kept.id]
+    assert await store.requeue_expired_leases(T0 + 60, 3) == [kept.id]
+    assert await store.fail_overdue(T0 + 200) == [kept.id]
+    await store.close()

@@ -251,6 +251,6 @@ def test_the_redis_store_agrees_with_the_model(redis_url: str) -> None:
 
             with redis.Redis.from_url(redis_url) as client:
                 client.flushdb()
-            return RedisStore(redis_url)
+            return RedisStore(redis_url, server_time=False)
 
     run_state_machine_as_test(RedisAgrees, settings=MODEL_SETTINGS)

@@ -92,7 +92,9 @@ class App:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = store or store_from_url(settings.store, settings.data)
+        self.store = store or store_from_url(
+            settings.store, settings.data, server_time=not settings.test_clock
+        )
         self.solvers = default_solvers(settings) if solvers is None else solvers
         self.router = Router(
             self.solvers, settings.breaker_failures, settings.breaker_cooldown_seconds

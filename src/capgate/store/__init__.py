@@ -11,9 +11,12 @@ from capgate.store.sqlite import SqliteStore
 __all__ = ["MemoryStore", "SqliteStore", "Store", "store_from_url"]
 
 
-def store_from_url(url: str, data_dir: Path) -> Store:
+def store_from_url(url: str, data_dir: Path, *, server_time: bool = True) -> Store:
     """Build the store a URL names: 'sqlite' (the default file under the data directory),
-    'sqlite:///path/to/file.db', 'redis://host:port/db', or 'memory'."""
+    'sqlite:///path/to/file.db', 'redis://host:port/db', or 'memory'.
+
+    `server_time`: a shared store measures time by its own clock (Redis' TIME); off for a
+    server whose clock the tests move."""
     if url in ("", "sqlite"):
         return SqliteStore(data_dir / "capgate.db")
     if url.startswith("sqlite:///"):
@@ -23,7 +26,7 @@ def store_from_url(url: str, data_dir: Path) -> Store:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from capgate.store.redis import RedisStore
 
-        return RedisStore(url)
+        return RedisStore(url, server_time=server_time)
     raise ValueError(
         f"unknown store {url!r}: use 'sqlite', 'sqlite:///PATH', 'redis://HOST:PORT/DB' or 'memory'"
     )

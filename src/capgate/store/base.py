@@ -173,6 +173,13 @@ class Store(abc.ABC):
     async def purge(self, now: float, limit: int) -> int:
         """Delete up to `limit` tasks whose retention has run out."""
 
+    async def hold_maintenance(self, holder: str, seconds: float) -> bool:
+        """Take or renew the right to run the sweeps for `seconds`; False while another
+        holder has it. A store that one process owns needs no lock (a store that several
+        nodes share overrides this): its sweeps are atomic anyway, the lock only spares
+        every node from repeating them."""
+        return True
+
     @abc.abstractmethod
     async def in_flight(self, key_id: int) -> int:
         """How many of the key's tasks are queued or running."""

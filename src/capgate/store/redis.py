@@ -2,9 +2,13 @@
 
 Every operation that must be atomic is one Lua script (create with its debit, lease, fenced
 complete, fail and refund, poll count, report, sweeps), so nodes never race each other.
-All keys share the hash tag `{cg}`, so the scripts run on Redis Cluster too. Time is passed
-in by the caller, as with every store (the tests move it); a task is as durable as Redis'
-persistence is configured to make it (see docs/guarantees.md).
+All keys share the hash tag `{cg}`, so the scripts run on Redis Cluster too. A task is as
+durable as Redis' persistence is configured to make it (see docs/guarantees.md).
+
+Time: callers pass their `now` as with every store, but by default each script moves every
+time it is given onto Redis' own clock (`TIME`): leases, deadlines and retention are then
+measured by one clock however far the nodes' clocks drift apart. A store opened with
+`server_time=False` keeps the caller's times, for tests that move the clock.
 """
 
 from __future__ import annotations
@@ -32,9 +36,19 @@ from capgate.store.base import Store, idempotency_conflict
 
 P = "{cg}"  # The hash tag every key carries.
 
-# Shared Lua: the status moves that several scripts make.
+# Shared Lua: the arguments every script gets, its clock, and the status moves that several
+# scripts make. ARGV is (prefix, caller's now, server time on, the script's own arguments).
 _LUA_COMMON = """
 local P = ARGV[1]
+local SHIFT = 0
+if ARGV[3] == '1' then
+  local t = redis.call('TIME')
+  SHIFT = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(ARGV[2])
+end
+-- A time the caller gave, on the store's clock; NOW is the caller's now on it.
+local function at(x) return tonumber(x) + SHIFT end
+local NOW = at(ARGV[2])
+local function arg(i) return ARGV[3 + i] end
 local function task_key(id) return P .. ':task:' .. id end
 -- Queued tasks: one sorted set per type (for the depth), and one per type and key with
 -- the set of keys that have any (for fair leasing: round-robin over keys).
@@ -74,20 +88,29 @@ local function requeue(id, solver)
   redis.call('ZREM', P .. ':running', id)
   enqueue(id, redis.call('HGET', t, 'type'), redis.call('HGET', t, 'key_id'))
 end
+-- A task whose hash Redis expired (no node swept for its whole retention and grace):
+-- drop it from the sweeps' sets so they move on.
+local function gone(id)
+  if redis.call('EXISTS', task_key(id)) == 1 then return false end
+  redis.call('ZREM', P .. ':running', id)
+  redis.call('ZREM', P .. ':unfinished', id)
+  redis.call('ZREM', P .. ':expiring', id)
+  return true
+end
 local function held(id, token, now)
   local t = task_key(id)
   local f = redis.call('HMGET', t, 'status', 'lease_token', 'lease_expires_at')
   return f[1] == '1' and f[2] == token and f[3] ~= false and f[3] ~= ''
-    and tonumber(f[3]) > tonumber(now)
+    and tonumber(f[3]) > now
 end
 """
 
 _CREATE = (
     _LUA_COMMON
     + """
-local key_id, typ, params, body, cost = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-local ip, now, deadline, expires = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-local idem_key, idem_hash = ARGV[11], ARGV[12]
+local key_id, typ, params, body, cost = arg(1), arg(2), arg(3), arg(4), tonumber(arg(5))
+local ip, now, deadline, expires = arg(6), NOW, at(arg(7)), at(arg(8))
+local idem_key, idem_hash = arg(9), arg(10)
 local idem = P .. ':idem:' .. key_id .. ':' .. idem_key
 if idem_key ~= '' then
   local earlier = redis.call('GET', idem)
@@ -109,11 +132,15 @@ redis.call('HSET', t, 'id', id, 'key_id', key_id, 'type', typ, 'params', params,
   'created_at', now, 'deadline_at', deadline, 'cost', cost, 'ip', ip, 'expires_at', expires,
   'attempts', 0, 'polls', 0, 'idem_key', idem_key, 'idem_hash', idem_hash)
 if body ~= '' then redis.call('HSET', t, 'body', body) end
+-- Retention by Redis expiry as well as by the sweep: an hour after the sweep would have
+-- purged it, Redis drops the task even if no node is running.
+local ttl = math.floor((expires - now + 3600) * 1000)
+redis.call('PEXPIRE', t, ttl)
 enqueue(id, typ, key_id)
 redis.call('ZADD', P .. ':unfinished', deadline, id)
 redis.call('ZADD', P .. ':expiring', expires, id)
 redis.call('SADD', P .. ':inflight:' .. key_id, id)
-if idem_key ~= '' then redis.call('SET', idem, id) end
+if idem_key ~= '' then redis.call('SET', idem, id, 'PX', ttl) end
 return {'ok', redis.call('HGETALL', t)}
 """
 )
@@ -121,7 +148,7 @@ return {'ok', redis.call('HGETALL', t)}
 _ADD_POLLS = (
     _LUA_COMMON
     + """
-for i = 2, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local t = task_key(ARGV[i])
   if redis.call('EXISTS', t) == 1 then redis.call('HINCRBY', t, 'polls', ARGV[i + 1]) end
 end
@@ -132,8 +159,8 @@ return 1
 _LEASE = (
     _LUA_COMMON
     + """
-local now, expires, limit, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local given_token = ARGV[6] == '1'
+local now, expires, limit, token = NOW, at(arg(1)), tonumber(arg(2)), arg(3)
+local given_token = arg(4) == '1'
 local lease_set = P .. ':lease:' .. token
 if given_token then
   local out = {}
@@ -145,13 +172,20 @@ end
 if limit <= 0 then return {} end
 -- Each key's oldest queued tasks of these types, then store.base.fair_order's rounds.
 local queues = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local typ = ARGV[i]
   for _, key_id in ipairs(redis.call('SMEMBERS', P .. ':qkeys:' .. typ)) do
     local list = queues[key_id] or {}
     queues[key_id] = list
-    for _, id in ipairs(redis.call('ZRANGE', P .. ':kq:' .. typ .. ':' .. key_id, 0, limit - 1)) do
-      table.insert(list, tonumber(id))
+    local queue = P .. ':kq:' .. typ .. ':' .. key_id
+    for _, id in ipairs(redis.call('ZRANGE', queue, 0, limit - 1)) do
+      if redis.call('EXISTS', task_key(id)) == 1 then
+        table.insert(list, tonumber(id))
+      else  -- expired by Redis (see gone)
+        redis.call('ZREM', queue, id)
+        redis.call('ZREM', P .. ':queued:' .. typ, id)
+        gone(id)
+      end
     end
   end
 end
@@ -189,7 +223,7 @@ for _, id in ipairs(candidates) do
   table.insert(out, redis.call('HGETALL', t))
 end
 if #out > 0 then
-  redis.call('PEXPIRE', lease_set, math.floor((tonumber(expires) - tonumber(now)) * 1000) + 60000)
+  redis.call('PEXPIRE', lease_set, math.floor((expires - now) * 1000) + 60000)
 end
 return out
 """
@@ -199,7 +233,7 @@ return out
 _INDEX_QUEUES = (
     _LUA_COMMON
     + """
-for i = 2, #ARGV do
+for i = 4, #ARGV do
   for _, id in ipairs(redis.call('ZRANGE', P .. ':queued:' .. ARGV[i], 0, -1)) do
     local key_id = redis.call('HGET', task_key(id), 'key_id')
     if key_id then enqueue(id, ARGV[i], key_id) end
@@ -212,8 +246,8 @@ return 1
 _EXTEND = (
     _LUA_COMMON
     + """
-local id, token, expires, now, attempt = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if not held(id, token, now) then return 0 end
+local id, token, expires, attempt = arg(1), arg(2), math.max(at(arg(3)), NOW), arg(4)
+if not held(id, token, NOW) then return 0 end
 redis.call('HSET', task_key(id), 'lease_expires_at', expires)
 if attempt == '1' then redis.call('HINCRBY', task_key(id), 'attempts', 1) end
 redis.call('ZADD', P .. ':running', expires, id)
@@ -224,7 +258,7 @@ return 1
 _COMPLETE = (
     _LUA_COMMON
     + """
-local id, token, solution, solver, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local id, token, solution, solver, now = arg(1), arg(2), arg(3), arg(4), NOW
 if not held(id, token, now) then return 0 end
 local t = task_key(id)
 local key_id = redis.call('HGET', t, 'key_id')
@@ -240,9 +274,9 @@ return 1
 _FAIL = (
     _LUA_COMMON
     + """
-local id, token, code, description = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local solver, now = ARGV[6], ARGV[7]
-local retry, max_attempts = ARGV[8] == '1', tonumber(ARGV[9])
+local id, token, code, description = arg(1), arg(2), arg(3), arg(4)
+local solver, now = arg(5), NOW
+local retry, max_attempts = arg(6) == '1', tonumber(arg(7))
 if not held(id, token, now) then return 0 end
 if retry and tonumber(redis.call('HGET', task_key(id), 'attempts')) < max_attempts then
   requeue(id, solver)
@@ -256,11 +290,13 @@ return 1
 _REQUEUE_EXPIRED = (
     _LUA_COMMON
     + """
-local now, max_attempts = ARGV[2], tonumber(ARGV[3])
+local now, max_attempts = NOW, tonumber(arg(1))
 local ids = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', now)
 for _, id in ipairs(ids) do
   local attempts = tonumber(redis.call('HGET', task_key(id), 'attempts'))
-  if attempts < max_attempts then
+  if gone(id) then
+    -- nothing left to move
+  elseif attempts < max_attempts then
     requeue(id, '')
   else
     fail_task(id, 'CAPTCHA_UNSOLVABLE',
@@ -274,13 +310,15 @@ return ids
 _FAIL_OVERDUE = (
     _LUA_COMMON
     + """
-local now = ARGV[2]
+local now = NOW
 local ids = redis.call('ZRANGEBYSCORE', P .. ':unfinished', '-inf', now)
 for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', task_key(id), 'deadline_at', 'created_at')
-  local seconds = math.floor(tonumber(f[1]) - tonumber(f[2]) + 0.5)
-  fail_task(id, 'TASK_TIMEOUT',
-    'No solver finished the task within its ' .. seconds .. ' s deadline', '', now)
+  if not gone(id) then
+    local f = redis.call('HMGET', task_key(id), 'deadline_at', 'created_at')
+    local seconds = math.floor(tonumber(f[1]) - tonumber(f[2]) + 0.5)
+    fail_task(id, 'TASK_TIMEOUT',
+      'No solver finished the task within its ' .. seconds .. ' s deadline', '', now)
+  end
 end
 return ids
 """
@@ -289,7 +327,7 @@ return ids
 _PURGE = (
     _LUA_COMMON
     + """
-local now, limit = ARGV[2], tonumber(ARGV[3])
+local now, limit = NOW, tonumber(arg(1))
 local ids = redis.call('ZRANGEBYSCORE', P .. ':expiring', '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   local t = task_key(id)
@@ -309,8 +347,8 @@ return #ids
 _REPORT = (
     _LUA_COMMON
     + """
-local t = task_key(ARGV[2])
-local key_id, correct = ARGV[3], ARGV[4]
+local t = task_key(arg(1))
+local key_id, correct = arg(2), arg(3)
 if redis.call('HGET', t, 'key_id') ~= key_id then return false end
 local f = redis.call('HMGET', t, 'status', 'verdict', 'cost')
 if f[1] == '2' and (f[2] == false or f[2] == '') then
@@ -325,17 +363,31 @@ return redis.call('HGETALL', t)
 """
 )
 
-_CREATE_KEY = """
-local P = ARGV[1]
-local by_hash = P .. ':keyhash:' .. ARGV[3]
+_CREATE_KEY = (
+    _LUA_COMMON
+    + """
+local name, key_hash, balance, dialect, worker = arg(1), arg(2), arg(3), arg(4), arg(5)
+local by_hash = P .. ':keyhash:' .. key_hash
 if redis.call('EXISTS', by_hash) == 1 then return 0 end
 local id = redis.call('INCR', P .. ':seq:keys')
-redis.call('HSET', P .. ':key:' .. id, 'id', id, 'name', ARGV[2], 'key_hash', ARGV[3],
-  'balance', ARGV[4], 'spent', 0, 'created_at', ARGV[5], 'dialect', ARGV[6], 'worker', ARGV[7])
+redis.call('HSET', P .. ':key:' .. id, 'id', id, 'name', name, 'key_hash', key_hash,
+  'balance', balance, 'spent', 0, 'created_at', NOW, 'dialect', dialect, 'worker', worker)
 redis.call('SET', by_hash, id)
 redis.call('ZADD', P .. ':keys', id, id)
 return id
 """
+)
+
+_HOLD_MAINTENANCE = (
+    _LUA_COMMON
+    + """
+local lock, holder, ms = P .. ':maintenance', arg(1), tonumber(arg(2))
+local owner = redis.call('GET', lock)
+if owner and owner ~= holder then return 0 end
+redis.call('SET', lock, holder, 'PX', ms)
+return 1
+"""
+)
 
 _encoder = msgspec.json.Encoder()
 _solution = msgspec.json.Decoder(Solution)
@@ -345,8 +397,10 @@ _params = msgspec.json.Decoder(dict[str, Any])
 class RedisStore(Store):
     """Tasks and keys in Redis, every atomic step one Lua script."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, server_time: bool = True) -> None:
         self.url = url
+        # Scripts measure time by Redis' clock (see the module's doc); tests turn it off.
+        self._server_time = "1" if server_time else "0"
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         # Commands waiting to share one pipeline (see _batched), and the batches in flight.
@@ -372,11 +426,12 @@ class RedisStore(Store):
             ("report", _REPORT),
             ("create_key", _CREATE_KEY),
             ("index_queues", _INDEX_QUEUES),
+            ("hold_maintenance", _HOLD_MAINTENANCE),
         ):
             self._scripts[name] = self._redis.register_script(source)
         # Pipelined calls use EVALSHA directly: the scripts must be loaded already.
         await self._redis.script_load(_CREATE)
-        await self._run("index_queues", *(t.value for t in TaskType))
+        await self._run("index_queues", 0.0, *(t.value for t in TaskType))
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -390,8 +445,12 @@ class RedisStore(Store):
             raise RuntimeError("the store is not open")
         return self._redis
 
-    async def _run(self, name: str, *args: Any) -> Any:
-        return await self._scripts[name](keys=[f"{P}:seq:tasks"], args=[P, *args])
+    def _args(self, now: float, args: tuple[Any, ...]) -> list[Any]:
+        return [P, repr(now), self._server_time, *args]
+
+    async def _run(self, name: str, now: float, *args: Any) -> Any:
+        """Run a script at the caller's time `now` (moved onto Redis' clock, by default)."""
+        return await self._scripts[name](keys=[f"{P}:seq:tasks"], args=self._args(now, args))
 
     # --- keys -------------------------------------------------------------------------
 
@@ -405,11 +464,13 @@ class RedisStore(Store):
         worker: bool = False,
     ) -> Key:
         key_id = await self._run(
-            "create_key", name, key_hash.hex(), balance, repr(now), dialect or "", int(worker)
+            "create_key", now, name, key_hash.hex(), balance, dialect or "", int(worker)
         )
         if not key_id:
             raise ValueError("a key with this secret exists already")
-        return Key(int(key_id), name, key_hash, balance, 0, now, dialect, worker)
+        key = await self.get_key(int(key_id))
+        assert key is not None
+        return key
 
     async def key_by_hash(self, key_hash: bytes) -> Key | None:
         key_id = await self.redis.get(f"{P}:keyhash:{key_hash.hex()}")
@@ -450,7 +511,6 @@ class RedisStore(Store):
             spec.body or b"",
             cost,
             ip,
-            repr(now),
             repr(deadline_at),
             repr(expires_at),
             idempotency[0] if idempotency else "",
@@ -459,10 +519,10 @@ class RedisStore(Store):
         sha = self._scripts["create"].sha
         try:
             answer = await self._batched(
-                lambda pipe: pipe.evalsha(sha, 1, f"{P}:seq:tasks", P, *args)
+                lambda pipe: pipe.evalsha(sha, 1, f"{P}:seq:tasks", *self._args(now, tuple(args)))
             )
         except NoScriptError:  # Redis restarted and forgot its scripts: nothing ran.
-            answer = await self._run("create", *args)
+            answer = await self._run("create", now, *args)
         outcome = answer[0].decode()
         if outcome == "zero":
             raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
@@ -538,10 +598,10 @@ class RedisStore(Store):
 
     async def add_polls(self, counts: Mapping[int, int]) -> None:
         if counts:
-            await self._run("add_polls", *(v for item in counts.items() for v in item))
+            await self._run("add_polls", 0.0, *(v for item in counts.items() for v in item))
 
     async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
-        answer = await self._run("report", task_id, key_id, int(correct))
+        answer = await self._run("report", 0.0, task_id, key_id, int(correct))
         return _task(answer) if answer else None
 
     async def lease(
@@ -558,7 +618,7 @@ class RedisStore(Store):
         expires = now + lease_seconds
         rows = await self._run(
             "lease",
-            repr(now),
+            now,
             repr(expires),
             limit,
             chosen,
@@ -577,16 +637,13 @@ class RedisStore(Store):
         *,
         count_attempt: bool = False,
     ) -> bool:
-        expires = repr(max(expires_at, now))
         attempt = "1" if count_attempt else "0"
-        return bool(await self._run("extend", task_id, token, expires, repr(now), attempt))
+        return bool(await self._run("extend", now, task_id, token, repr(expires_at), attempt))
 
     async def complete(
         self, task_id: int, token: str, solution: Solution, solver: str, now: float
     ) -> bool:
-        done = await self._run(
-            "complete", task_id, token, _encoder.encode(solution), solver, repr(now)
-        )
+        done = await self._run("complete", now, task_id, token, _encoder.encode(solution), solver)
         return bool(done)
 
     async def fail(
@@ -603,25 +660,29 @@ class RedisStore(Store):
     ) -> bool:
         done = await self._run(
             "fail",
+            now,
             task_id,
             token,
             code.value,
             description,
             solver,
-            repr(now),
             int(retry),
             max_attempts,
         )
         return bool(done)
 
     async def requeue_expired_leases(self, now: float, max_attempts: int) -> list[int]:
-        return sorted(int(i) for i in await self._run("requeue_expired", repr(now), max_attempts))
+        return sorted(int(i) for i in await self._run("requeue_expired", now, max_attempts))
 
     async def fail_overdue(self, now: float) -> list[int]:
-        return sorted(int(i) for i in await self._run("fail_overdue", repr(now)))
+        return sorted(int(i) for i in await self._run("fail_overdue", now))
 
     async def purge(self, now: float, limit: int) -> int:
-        return int(await self._run("purge", repr(now), limit))
+        return int(await self._run("purge", now, limit))
+
+    async def hold_maintenance(self, holder: str, seconds: float) -> bool:
+        ms = max(1, int(seconds * 1000))
+        return bool(await self._run("hold_maintenance", 0.0, holder, ms))
 
     async def in_flight(self, key_id: int) -> int:
         return int(await self.redis.scard(f"{P}:inflight:{key_id}"))
