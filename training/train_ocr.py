@@ -24,25 +24,27 @@ from PIL import Image
 from torch import nn
 
 from capgate.ocr import synth
-from capgate.ocr.engine import MODEL_DIR, ModelSpec, OcrEngine, preprocess
+from capgate.ocr.engine import MODEL_DIR, ModelSpec, OcrEngine
 from capgate.ocr.training import CRNN, export, greedy
 
 HEIGHT, WIDTH = 32, 112
-CHARSET = synth.CHARSET_A  # 62 classes + blank: a later fine-tune keeps the output layer.
+# Set A's 62 characters, a space (phrases) and synth.OPERATORS with "=?" (sums), + the blank.
+CHARSET = synth.CHARSET_EXTENDED
 TRAIN_SEED = 1_000_000
 EVAL_SEED = 900_000
-SHARE_B = 0.7  # Share of 4-character digit+uppercase captchas; the rest are set A style.
+SHARE_B = 0.7  # Share of 4-character digit+uppercase captchas among plain-text ones.
 
 
 def _render_chunk(
-    args: tuple[int, int, list[str], float, float],
+    args: tuple[int, int, list[str], float, float, float, float],
 ) -> tuple[np.ndarray, list[str]]:
     """Render `count` training captchas from one seed as uint8 model-sized grayscale.
 
     A share of them is drawn in `fonts` (other than the package's own), and a share is
     inverted (light text on dark), so the model learns shapes rather than one font's look.
+    Shares are sums (`synth.math_label`) and two-word phrases (`synth.phrase_label`).
     """
-    seed, count, fonts, share_fonts, share_inverted = args
+    seed, count, fonts, share_fonts, share_inverted, share_math, share_phrase = args
     from captcha.image import ImageCaptcha
 
     rng = random.Random(seed)
@@ -52,12 +54,17 @@ def _render_chunk(
     labels = []
     with synth._seeded(rng):
         for i in range(count):
-            if rng.random() < SHARE_B:
+            kind = rng.random()
+            if kind < share_math:
+                label = synth.math_label(rng)
+            elif kind < share_math + share_phrase:
+                label = synth.phrase_label(rng)
+            elif rng.random() < SHARE_B:
                 label = synth.random_label(rng, synth.CHARSET_B, 4, 4)
             else:
                 label = synth.random_label(rng, synth.CHARSET_A, 4, 6)
             generator = others if rng.random() < share_fonts else default
-            image: Image.Image = generator.generate_image(label)
+            image: Image.Image = generator.generate_image(synth.drawn(label))
             gray = image.convert("L").resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR)
             pixels = np.asarray(gray)
             images[i] = 255 - pixels if rng.random() < share_inverted else pixels
@@ -72,10 +79,20 @@ def render(
     fonts: list[str] | None = None,
     share_fonts: float = 0.0,
     share_inverted: float = 0.0,
+    share_math: float = 0.0,
+    share_phrase: float = 0.0,
 ) -> tuple[np.ndarray, list[str]]:
     chunk = 2000
     jobs = [
-        (seed + i, min(chunk, count - i * chunk), fonts or [], share_fonts, share_inverted)
+        (
+            seed + i,
+            min(chunk, count - i * chunk),
+            fonts or [],
+            share_fonts,
+            share_inverted,
+            share_math,
+            share_phrase,
+        )
         for i in range((count + chunk - 1) // chunk)
     ]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
@@ -83,8 +100,22 @@ def render(
     return np.concatenate([p[0] for p in parts]), [label for p in parts for label in p[1]]
 
 
+def load_base(model: CRNN, path: Path) -> None:
+    """Start from trained weights whose alphabet is a prefix of CHARSET: every layer is
+    copied, and the classifier rows of the characters the base lacks keep their fresh
+    initialization, so a longer alphabet is learnt without forgetting the old one."""
+    state = torch.load(path, weights_only=True)
+    own = model.state_dict()
+    for name in ("classifier.weight", "classifier.bias"):
+        fresh = own[name].clone()
+        fresh[: state[name].shape[0]] = state[name]
+        state[name] = fresh
+    model.load_state_dict(state)
+
+
 def standardize(batch: torch.Tensor) -> torch.Tensor:
-    """The same per-image standardization as capgate.ocr.engine.preprocess."""
+    """The same per-image standardization as capgate.ocr.engine.preprocess (which serving
+    uses): training must see images prepared exactly as the engine prepares them."""
     x = batch.float() / 255.0
     mean = x.mean(dim=(1, 2), keepdim=True)
     std = x.std(dim=(1, 2), keepdim=True, unbiased=False)
@@ -105,8 +136,13 @@ def evaluate(model: CRNN, images: np.ndarray, labels: list[str]) -> float:
 def check_exported(out: Path) -> None:
     """Read fresh PNG captchas through the real engine, as the server will."""
     engine = OcrEngine(out / "model.onnx")
-    for name, charset, lo, hi in (("B", synth.CHARSET_B, 4, 4), ("A", synth.CHARSET_A, 4, 6)):
-        samples = synth.generate(EVAL_SEED + 7, 500, charset, lo, hi)
+    for name, charset, lo, hi, kind in (
+        ("B", synth.CHARSET_B, 4, 4, "text"),
+        ("A", synth.CHARSET_A, 4, 6, "text"),
+        ("math", "", 0, 0, "math"),
+        ("phrase", "", 0, 0, "phrase"),
+    ):
+        samples = synth.generate(EVAL_SEED + 7, 500, charset, lo, hi, kind=kind)
         results = engine.read_batch([png for png, _ in samples])
         exact = sum(r.text == t for r, (_, t) in zip(results, samples, strict=True)) / 500
         nocase = (
@@ -114,7 +150,6 @@ def check_exported(out: Path) -> None:
             / 500
         )
         print(f"engine check set {name}: exact {exact:.3f}, case-insensitive {nocase:.3f}")
-    assert preprocess  # The engine's preprocess is what standardize() mirrors.
 
 
 def main() -> None:
@@ -136,6 +171,14 @@ def main() -> None:
     )
     parser.add_argument("--share-fonts", type=float, default=0.5)
     parser.add_argument("--share-inverted", type=float, default=0.0)
+    parser.add_argument("--share-math", type=float, default=0.1, help="share of sums")
+    parser.add_argument("--share-phrase", type=float, default=0.1, help="share of phrases")
+    parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="first training seed")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help="start from these weights (a model.pt); output classes it lacks start fresh",
+    )
     parser.add_argument("--install", action="store_true", help="copy the model into the package")
     args = parser.parse_args()
 
@@ -145,18 +188,22 @@ def main() -> None:
     started = time.time()
     fonts = sorted(str(f) for d in args.font_dir for f in d.glob("*.ttf"))
     images, labels = render(
-        TRAIN_SEED,
+        args.seed,
         args.train_images,
         args.render_processes,
         fonts,
         args.share_fonts if fonts else 0.0,
         args.share_inverted,
+        args.share_math,
+        args.share_phrase,
     )
     eval_b = render(EVAL_SEED, 1000, args.render_processes)
     print(f"rendered {len(labels)} training images in {time.time() - started:.0f} s", flush=True)
 
     targets = [torch.tensor([CHARSET.index(c) + 1 for c in t]) for t in labels]
     model = CRNN(len(CHARSET) + 1)
+    if args.base:
+        load_base(model, args.base)
     steps_per_epoch = len(labels) // args.batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -201,12 +248,15 @@ def main() -> None:
             print("time budget reached", flush=True)
             break
 
-    meta = {
+    meta: dict[str, object] = {
         "trained": {
             "train_images": len(labels),
             "epochs": epoch + 1,
-            "seed": TRAIN_SEED,
+            "seed": args.seed,
+            "base": args.base.name if args.base else None,
             "share_set_b": SHARE_B,
+            "share_math": args.share_math,
+            "share_phrase": args.share_phrase,
             "fonts": [Path(f).name for f in fonts],
             "share_other_fonts": args.share_fonts if fonts else 0.0,
             "share_inverted": args.share_inverted,

@@ -11,14 +11,20 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from capgate.ocr.grammar import OPERATORS, Grammar, best_path
+
 MODEL_DIR = Path(__file__).parent
 DEFAULT_MODEL = MODEL_DIR / "model.onnx"
+# Characters a model may know that only a grammar reads (a phrase's spaces, a sum's signs):
+# a plain captcha's answer never contains them.
+SHAPE_CHARS = " " + OPERATORS + "=?"
 
 
 def installed_model(data: Path) -> Path | None:
@@ -82,11 +88,13 @@ def preprocess(image: Image.Image, height: int, width: int) -> npt.NDArray[np.fl
 
 @dataclass(frozen=True)
 class Constraints:
-    """What a task's options allow: which characters, and how many of them."""
+    """What a task's options allow: which characters, how many of them, and in what shape
+    (a grammar, for sums and phrases; lengths then do not apply)."""
 
     allowed: str | None = None
     min_length: int = 0
     max_length: int = 0  # 0: no limit
+    grammar: Grammar | None = None
 
     @property
     def limits_length(self) -> bool:
@@ -103,26 +111,33 @@ def decode(
     """CTC decoding of one (T, classes) logit matrix: the most likely reading that the
     constraints allow.
 
-    Characters outside `allowed` are masked before decoding, and a bounded length is
-    searched for along the whole path (a small dynamic program), so the decoder picks the
-    best allowed reading rather than filtering its output. Unconstrained, it is greedy.
+    Characters outside `allowed` are masked before decoding (without a grammar, so are
+    SHAPE_CHARS), and a bounded length or a grammar is searched for along the whole path
+    (a small dynamic program), so the decoder picks the best allowed reading rather than
+    filtering its output. Unconstrained, it is greedy.
     """
     constraints = constraints or Constraints(allowed)
-    if constraints.allowed is not None:
-        mask = np.full(logits.shape[-1], -np.inf, dtype=np.float32)
-        mask[0] = 0.0
-        for i, char in enumerate(charset):
-            if char in constraints.allowed:
-                mask[i + 1] = 0.0
-        logits = logits + mask
+    logits = logits + _mask(charset, constraints.allowed, constraints.grammar is not None)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=-1, keepdims=True)
-    if constraints.limits_length:
+    if constraints.grammar is not None:
+        path = best_path(probs, constraints.grammar, charset)
+    elif constraints.limits_length:
         path = _best_path_of_length(probs, constraints.min_length, constraints.max_length)
     else:
         path = probs.argmax(axis=-1).tolist()
     return _collapse(path, probs, charset)
+
+
+@lru_cache(maxsize=256)
+def _mask(charset: str, allowed: str | None, shaped: bool) -> npt.NDArray[np.float32]:
+    """What to add to a frame's logits: -inf for each class the decoder may not read."""
+    banned = [
+        (allowed is not None and char not in allowed) or (not shaped and char in SHAPE_CHARS)
+        for char in charset
+    ]
+    return np.array([0.0] + [-np.inf if b else 0.0 for b in banned], dtype=np.float32)
 
 
 def _collapse(path: list[int], probs: npt.NDArray[np.float32], charset: str) -> OcrResult:

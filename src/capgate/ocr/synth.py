@@ -13,8 +13,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from capgate.ocr.grammar import OPERATORS, TIMES
+
 CHARSET_B = string.digits + string.ascii_uppercase
 CHARSET_A = string.digits + string.ascii_uppercase + string.ascii_lowercase
+# What a model that reads phrases and sums needs beyond set A's characters.
+CHARSET_EXTENDED = CHARSET_A + " " + OPERATORS + "=?"
+PHRASE_GAP = "   "  # Drawn between words: wider than the package's own random spacing.
 
 
 class _SeededSecrets:
@@ -52,6 +57,28 @@ def random_label(rng: random.Random, charset: str, min_len: int, max_len: int) -
     return "".join(rng.choice(charset) for _ in range(length))
 
 
+def math_label(rng: random.Random) -> str:
+    """A sum as math captchas show it: `7+12`, `15-3=?`, `4` times `6=` (with TIMES)."""
+    a, b = rng.randint(0, 20), rng.randint(0, 20)
+    operator = rng.choice(OPERATORS)
+    if operator == "-" and b > a:
+        a, b = b, a
+    if operator == TIMES:
+        b = rng.randint(0, 9)
+    return f"{a}{operator}{b}" + rng.choice(("", "=", "=?"))
+
+
+def phrase_label(rng: random.Random) -> str:
+    """Two short words, as phrase captchas show them: `ab xyz`."""
+    words = (random_label(rng, string.ascii_lowercase, 2, 4) for _ in range(2))
+    return " ".join(words)
+
+
+def drawn(label: str) -> str:
+    """The text to draw for a label: a phrase's single spaces are drawn as a wide gap."""
+    return label.replace(" ", PHRASE_GAP)
+
+
 def generate(
     seed: int,
     n: int,
@@ -61,8 +88,12 @@ def generate(
     width: int = 160,
     height: int = 60,
     fonts: list[str] | None = None,
+    kind: str = "text",
 ) -> list[tuple[bytes, str]]:
-    """`n` PNG captchas with their labels; the same arguments always give the same bytes."""
+    """`n` PNG captchas with their labels; the same arguments always give the same bytes.
+
+    `kind` "math" draws sums (`math_label`) and "phrase" two words (`phrase_label`); both
+    ignore the charset and lengths."""
     from captcha.image import ImageCaptcha
 
     rng = random.Random(seed)
@@ -70,6 +101,11 @@ def generate(
     out: list[tuple[bytes, str]] = []
     with _seeded(rng):
         for _ in range(n):
-            label = random_label(rng, charset, min_len, max_len)
-            out.append((generator.generate(label, format="png").getvalue(), label))
+            if kind == "math":
+                label = math_label(rng)
+            elif kind == "phrase":
+                label = phrase_label(rng)
+            else:
+                label = random_label(rng, charset, min_len, max_len)
+            out.append((generator.generate(drawn(label), format="png").getvalue(), label))
     return out

@@ -20,6 +20,7 @@ from typing import Any
 
 from capgate.model import ErrorCode, Solution, Task, TaskType
 from capgate.ocr.engine import Constraints, OcrEngine
+from capgate.ocr.grammar import evaluate, phrase_grammar, sum_grammar
 from capgate.solvers.base import SolveError, Solver
 
 _engine: OcrEngine | None = None
@@ -52,19 +53,33 @@ def _read(image: bytes, constraints: Constraints) -> tuple[str, float]:
     return result.text, result.confidence
 
 
+_SUM = sum_grammar()
+
+
 def constraints_for(params: Mapping[str, Any]) -> Constraints:
     """What a task's options allow the decoder to answer.
 
-    `numeric` as the vendors define it (1: digits only, 2: letters only), and the length
-    bounds `minLength` / `maxLength` (0 or absent: unbounded).
+    `numeric` as the vendors define it (1: digits only, 2: letters only), the length
+    bounds `minLength` / `maxLength` (0 or absent: unbounded), `math` (a sum, read as one
+    and then evaluated) and `phrase` (two or more words).
     """
+    if _flag(params.get("math")):
+        return Constraints(grammar=_SUM)
     numeric = params.get("numeric")
     allowed = (
         {1: string.digits, 2: string.ascii_letters}.get(numeric)
         if isinstance(numeric, int)
         else None
     )
+    if _flag(params.get("phrase")):
+        words = allowed or string.digits + string.ascii_letters
+        return Constraints(allowed, grammar=phrase_grammar(words))
     return Constraints(allowed, _bound(params.get("minLength")), _bound(params.get("maxLength")))
+
+
+def _flag(value: Any) -> bool:
+    # The vendors' SDKs send true, 1 or "1" for an option that is on.
+    return value is True or (not isinstance(value, bool) and value in (1, "1", "true"))
 
 
 def _bound(value: Any) -> int:
@@ -138,6 +153,11 @@ class OcrSolver(Solver):
             raise SolveError(ErrorCode.INTERNAL, "The OCR worker died", retry=True) from None
         if not text:
             raise SolveError(ErrorCode.CAPTCHA_UNSOLVABLE, "No text was found in the image")
+        if _flag(task.params.get("math")):
+            value = evaluate(text)
+            if value is None:  # The grammar reads only sums: a model that knows no signs.
+                raise SolveError(ErrorCode.CAPTCHA_UNSOLVABLE, f"{text!r} is not a sum")
+            text = value
         return Solution(text=text, confidence=confidence)
 
 
