@@ -341,7 +341,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _ocr_train(args: argparse.Namespace) -> int:
     try:
-        from capgate.ocr.training import finetune, load_labelled
+        from capgate.ocr.dataset import load_labelled
+        from capgate.ocr.training import finetune
     except ImportError as exc:
         raise CliError(f"training needs torch: pip install 'capgate[train]' ({exc})") from None
     report = finetune(load_labelled(args.data), args.out, epochs=args.epochs, threads=args.threads)

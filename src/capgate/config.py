@@ -126,6 +126,9 @@ class Settings:
     providers: list[ProviderSettings] = dataclasses.field(default_factory=list)
     # A local OCR answer less sure than this goes to an upstream provider, if one takes it.
     ocr_min_confidence: float = 0.0
+    # Keep upstream providers' answers to image captchas as labels for `capgate ocr train`
+    # (in DATA/labels; an answer reported incorrect is deleted).
+    keep_upstream_labels: bool = False
     # The circuit breaker: this many failures in a row take a solver out for the cooldown,
     # then one task probes it back in.
     breaker_failures: int = 5

@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 from capgate.clock import Clock
 from capgate.config import Settings
-from capgate.model import ErrorCode, Lease, Solution, Task
+from capgate.labels import LabelKeeper
+from capgate.model import ErrorCode, Lease, Solution, Task, TaskType
 from capgate.router import Router
 from capgate.solvers.base import SolveError, Solver
 from capgate.store.base import Store
@@ -37,6 +38,7 @@ class Dispatcher:
         clock: Clock,
         on_finished: Callable[[int], None] | None = None,
         capacity: int = 16,
+        labels: LabelKeeper | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -48,6 +50,7 @@ class Dispatcher:
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._key_names: dict[int, str] = {}
+        self._labels = labels
 
     def wake(self) -> None:
         """Tell the dispatcher there may be new work (called when a task is created)."""
@@ -208,6 +211,15 @@ class Dispatcher:
         task = lease.task
         if await self.store.complete(task.id, lease.token, solution, solver.name, self.clock.now()):
             self.router.charge(solver, task.type)
+            if (
+                self._labels is not None
+                and solver.upstream
+                and task.type is TaskType.IMAGE_TO_TEXT
+                and task.body
+                and solution.text
+                and not task.params.get("math")  # the answer is a sum's value, not its text
+            ):
+                await self._labels.keep(task.id, task.body, solution.text)
         else:
             log.info("task %d: late answer from %s ignored (lease lost)", task.id, solver.name)
 

@@ -50,6 +50,19 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]
     return width, height
 
 
+def image_format(data: bytes) -> str | None:
+    """'png', 'gif', 'jpg' or 'webp' from the first bytes; None for anything else."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG, GIF or WEBP header; None for anything else."""
     try:

@@ -24,6 +24,7 @@ from capgate.config import Settings
 from capgate.finished import FinishedTasks
 from capgate.images import check_image
 from capgate.keys import hash_secret
+from capgate.labels import LabelKeeper
 from capgate.limits import RateLimiter
 from capgate.metrics import Metrics
 from capgate.model import (
@@ -79,6 +80,10 @@ class Service:
         self._last_polls: dict[int, float] = {}  # task id -> when it was last polled
         # Names this process when nodes that share a store take turns at the sweeps.
         self.node = secrets.token_hex(8)
+        # Upstream answers kept for training (opt-in).
+        self.labels = (
+            LabelKeeper(settings.data / "labels") if settings.keep_upstream_labels else None
+        )
 
     async def authenticate(self, secret: str) -> Key:
         """The key a client secret belongs to, or KEY_DOES_NOT_EXIST.
@@ -241,6 +246,8 @@ class Service:
             )
         if task.verdict is False and before is not None and before.verdict is None:
             self._forward_report(task)
+            if self.labels is not None:
+                await self.labels.forget(task.id)
         return task
 
     def _forward_report(self, task: Task) -> None:

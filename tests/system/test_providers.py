@@ -433,3 +433,29 @@ def test_the_cheapest_policy_prefers_the_lower_price(
     assert result["solution"]["text"] == expected
     assert fault.stats()["creates"] == 0
     assert metric(server, 'capgate_solver_spend_total{solver="healthy"}') == pytest.approx(0.0005)
+
+
+def test_upstream_answers_are_kept_as_labels_unless_reported_wrong(
+    start_server: ServerFactory, tmp_path: Path, upstream: CapgateServer
+) -> None:
+    from capgate.ocr.dataset import load_labelled
+
+    server = gateway(start_server, tmp_path, [healthy(upstream)], keep_upstream_labels="true")
+    labels = tmp_path / "gateway" / "labels"
+    kept_png, kept_text = readable_captcha(51)
+    wrong_png, _ = readable_captcha(52)
+    kept, wrong = create(server, kept_png), create(server, wrong_png)
+    for task_id in (kept, wrong):
+        assert server.wait_final(BOOTSTRAP_KEY, task_id)["status"] == "ready"
+    deadline = time.monotonic() + 10
+    while len(list(labels.glob("*.png"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (labels / f"{kept}.png").read_bytes() == kept_png
+    answer = server.post(
+        "/reportIncorrectImageCaptcha", {"clientKey": BOOTSTRAP_KEY, "taskId": wrong}
+    )
+    assert answer["errorId"] == 0
+    # What `capgate ocr train --data DATA/labels` reads: only the answer nobody disputed.
+    (sample,) = load_labelled(labels)
+    assert (sample.name, sample.image, sample.label) == (f"{kept}.png", kept_png, kept_text)
+    assert sorted(p.name for p in labels.iterdir()) == [f"{kept}.png", f"{kept}.txt"]

@@ -13,7 +13,8 @@ pytest.importorskip("torch")
 
 
 def test_finetune_reads_file_name_labels_reports_and_exports(tmp_path: Path) -> None:
-    from capgate.ocr.training import finetune, load_labelled
+    from capgate.ocr.dataset import load_labelled
+    from capgate.ocr.training import finetune
 
     data = tmp_path / "mine"
     data.mkdir()

@@ -149,6 +149,7 @@ class App:
                 self.clock,
                 on_finished=self._task_finished,
                 capacity=16 + sum(p.max_concurrent for p in self.settings.providers),
+                labels=self.service.labels,
             )
             self.dispatcher.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="capgate-sweep")

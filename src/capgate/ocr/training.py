@@ -6,7 +6,6 @@ Needs torch (`pip install 'capgate[train]'`); serving never imports this module.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 import warnings
@@ -19,9 +18,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from capgate.ocr.dataset import Labelled, split
 from capgate.ocr.engine import DEFAULT_MODEL, ModelSpec, open_image, preprocess
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 
 
 class CRNN(nn.Module):  # type: ignore[misc]  # torch is typed as Any here
@@ -113,44 +111,6 @@ def _export_onnx(model: CRNN, out: Path, spec: ModelSpec) -> None:
 
 
 # --- fine-tuning on an operator's own captchas -------------------------------------------
-
-
-@dataclass(frozen=True)
-class Labelled:
-    """One labelled image of the operator's."""
-
-    name: str
-    image: bytes
-    label: str
-
-
-def load_labelled(folder: Path) -> list[Labelled]:
-    """Images and labels from `labels.csv` (columns file,label; images beside it or in
-    images/), or else from the file names: the label is the name before its first '.' or '_'."""
-    table = folder / "labels.csv"
-    samples = []
-    if table.is_file():
-        with table.open(newline="") as f:
-            for row in csv.DictReader(f):
-                path = folder / "images" / row["file"]
-                if not path.is_file():
-                    path = folder / row["file"]
-                samples.append(Labelled(row["file"], path.read_bytes(), row["label"]))
-    else:
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                label = path.name.split(".")[0].split("_")[0]
-                samples.append(Labelled(path.name, path.read_bytes(), label))
-    if not samples:
-        raise ValueError(f"no labelled images in {folder} (labels.csv or label_*.png names)")
-    return sorted(samples, key=lambda s: s.name)
-
-
-def split(samples: Sequence[Labelled]) -> tuple[list[Labelled], list[Labelled]]:
-    """Held out: every fifth image in name order; the rest trains."""
-    test = [s for i, s in enumerate(samples) if i % 5 == 4]
-    train = [s for i, s in enumerate(samples) if i % 5 != 4]
-    return train, test
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ _CODE = re.compile(r"[^A-Za-z0-9_]")
 class UpstreamProvider(Solver):
     """Solves tasks by forwarding them to one configured upstream service."""
 
+    upstream = True
+
     def __init__(
         self,
         settings: ProviderSettings,

@@ -29,6 +29,8 @@ class Solver(abc.ABC):
     free: bool = False
     # How long one attempt here may take before the task moves on (0: until its deadline).
     attempt_seconds: float = 0.0
+    # An upstream service answers here: its answers may be kept as training labels.
+    upstream: bool = False
 
     @abc.abstractmethod
     def accepts(self, task_type: TaskType, params: Mapping[str, Any]) -> bool:
