@@ -611,3 +611,29 @@ async def test_redis_expires_a_task_itself_when_no_node_sweeps(redis_url: str) -
     assert await store.requeue_expired_leases(T0 + 60, 3) == [kept.id]
     assert await store.fail_overdue(T0 + 200) == [kept.id]
     await store.close()
+
+
+async def test_sqlite_reads_what_another_process_wrote(tmp_path: Path) -> None:
+    # Two connections to one file, as with `capgate serve --workers 2`: a task one has
+    # read (and keeps in memory) and the other finishes is read finished by the first.
+    reader, writer = SqliteStore(tmp_path / "shared.db"), SqliteStore(tmp_path / "shared.db")
+    await reader.open()
+    await writer.open()
+    try:
+        key = await new_key(writer)
+        task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+        seen = await reader.get_task(task.id)
+        assert seen is not None and seen.status is TaskStatus.QUEUED
+        seen.polls = 99  # a caller's copy is its own
+        unchanged = await reader.get_task(task.id)
+        assert unchanged is not None and unchanged.polls == 0
+        (lease,) = await writer.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+        assert await writer.complete(task.id, lease.token, Solution(text="AB"), "ocr", T0 + 1)
+        done = await reader.get_task(task.id)
+        assert done is not None and done.status is TaskStatus.READY and done.polls == 0
+        await reader.add_polls({task.id: 2})
+        again = await writer.get_task(task.id)
+        assert again is not None and again.polls == 2
+    finally:
+        await reader.close()
+        await writer.close()

@@ -10,9 +10,10 @@ committed task survives a crash of the process (not a power loss; see docs/guara
 from __future__ import annotations
 
 import asyncio
+import copy
 import secrets
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -188,6 +189,10 @@ class _NewTask(NamedTuple):
     idempotency: tuple[str, bytes] | None
 
 
+# Tasks kept as last read (a Task without its body is about 1 KB).
+_READ_CACHE_SIZE = 4096
+
+
 class SqliteStore(Store):
     """Tasks and keys in one SQLite database file."""
 
@@ -196,6 +201,11 @@ class SqliteStore(Store):
         self._db: sqlite3.Connection | None = None
         # Creates waiting for the next group commit, with the futures that answer them.
         self._creates: list[tuple[_NewTask, asyncio.Future[Task]]] = []
+        # Tasks as last read, for polls (see get_task). This connection's writes drop the
+        # tasks they touch; another connection's commit changes SQLite's data_version,
+        # which drops them all.
+        self._read: dict[int, Task] = {}
+        self._data_version = -1
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -343,16 +353,40 @@ class SqliteStore(Store):
         return _task(row)
 
     async def get_task(self, task_id: int) -> Task | None:
-        row = self.db.execute(_Q.task_by_id, (task_id,)).fetchone()
-        return None if row is None else _task(row)
+        """The task without its body, from memory while nothing has written to it.
+
+        A poll is the most frequent request there is; reading the row and building its
+        Task costs several times what asking SQLite whether anything changed does."""
+        (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        read = self._read
+        if version != self._data_version:
+            read.clear()
+            self._data_version = version
+        task = read.get(task_id)
+        if task is None:
+            row = self.db.execute(_Q.task_by_id, (task_id,)).fetchone()
+            if row is None:
+                return None
+            task = _task(row)
+            if len(read) >= _READ_CACHE_SIZE:
+                read.clear()
+            read[task_id] = task
+        return copy.copy(task)  # Callers may change their copy (polls, for one).
+
+    def _changed(self, task_ids: Iterable[int]) -> None:
+        """This connection wrote these tasks: their copies in memory are stale."""
+        for task_id in task_ids:
+            self._read.pop(task_id, None)
 
     async def add_polls(self, counts: Mapping[int, int]) -> None:
         if counts:
+            self._changed(counts)
             with _transaction(self.db):
                 self.db.executemany(_Q.add_polls, [(n, i) for i, n in counts.items()])
 
     async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
         db = self.db
+        self._changed((task_id,))
         with _transaction(db):
             row = db.execute(_Q.verdict, (int(correct), task_id, key_id)).fetchone()
             if row is not None and not correct:
@@ -394,6 +428,7 @@ class SqliteStore(Store):
                 return []
             sql = _Q.lease.format(ids=", ".join(str(int(i)) for i in ids))
             params = {"now": now, "token": chosen_token, "expires": expires}
+            self._changed(ids)
             rows = db.execute(sql, params).fetchall()
         tasks = sorted((_task(row) for row in rows), key=lambda t: t.id)
         return [Lease(t, chosen_token, expires) for t in tasks]
@@ -407,6 +442,7 @@ class SqliteStore(Store):
         *,
         count_attempt: bool = False,
     ) -> bool:
+        self._changed((task_id,))
         cursor = self.db.execute(
             _Q.extend, (max(expires_at, now), int(count_attempt), task_id, token, now)
         )
@@ -416,6 +452,7 @@ class SqliteStore(Store):
         self, task_id: int, token: str, solution: Solution, solver: str, now: float
     ) -> bool:
         db = self.db
+        self._changed((task_id,))
         with _transaction(db):
             row = db.execute(
                 _Q.complete, (_encode(solution), solver, now, task_id, token, now)
@@ -439,6 +476,7 @@ class SqliteStore(Store):
         max_attempts: int,
     ) -> bool:
         db = self.db
+        self._changed((task_id,))
         with _transaction(db):
             row = db.execute(_Q.held_task, (task_id, token, now)).fetchone()
             if row is None:
@@ -467,6 +505,7 @@ class SqliteStore(Store):
                         None,
                         now,
                     )
+        self._changed(row[0] for row in rows)
         return sorted(row[0] for row in rows)
 
     async def fail_overdue(self, now: float) -> list[int]:
@@ -483,10 +522,14 @@ class SqliteStore(Store):
                     None,
                     now,
                 )
+        self._changed(row[0] for row in rows)
         return sorted(row[0] for row in rows)
 
     async def purge(self, now: float, limit: int) -> int:
-        return self.db.execute(_Q.purge, (now, limit)).rowcount
+        purged = self.db.execute(_Q.purge, (now, limit)).rowcount
+        if purged:
+            self._read.clear()
+        return purged
 
     async def in_flight(self, key_id: int) -> int:
         row = self.db.execute(_Q.in_flight, (key_id,)).fetchone()
