@@ -80,6 +80,8 @@ _idempotency_peek = msgspec.json.Decoder(_IdempotencyPeek)
 
 def _idempotency_field(body: bytes) -> str | None:
     """The JSON dialects' `idempotencyKey` field, for clients that cannot set headers."""
+    if b"idempotencyKey" not in body:  # Almost every request: skip decoding it again.
+        return None
     try:
         value = _idempotency_peek.decode(body).idempotencyKey
     except (msgspec.DecodeError, RecursionError):
@@ -96,6 +98,8 @@ _wait_peek = msgspec.json.Decoder(_WaitPeek)
 
 def _wait_seconds(body: bytes) -> float:
     """The opt-in long-poll: `"waitSeconds": N` answers as soon as the task finishes."""
+    if b"waitSeconds" not in body:  # Almost every poll: skip decoding it again.
+        return 0.0
     try:
         value = _wait_peek.decode(body).waitSeconds
     except (msgspec.DecodeError, RecursionError):

@@ -10,7 +10,6 @@ committed task survives a crash of the process (not a power loss; see docs/guara
 from __future__ import annotations
 
 import asyncio
-import copy
 import secrets
 import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -371,7 +370,7 @@ class SqliteStore(Store):
             if len(read) >= _READ_CACHE_SIZE:
                 read.clear()
             read[task_id] = task
-        return copy.copy(task)  # Callers may change their copy (polls, for one).
+        return msgspec.structs.replace(task)  # A copy: callers change theirs (polls).
 
     def _changed(self, task_ids: Iterable[int]) -> None:
         """This connection wrote these tasks: their copies in memory are stale."""
