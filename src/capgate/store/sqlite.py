@@ -5,6 +5,10 @@ Point reads and small commits run on the event-loop thread: a SQLite point query
 statement that only moves a row out of the states it may leave, inside one transaction, and
 it is committed before the caller answers its client: with WAL and synchronous=NORMAL a
 committed task survives a crash of the process (not a power loss; see docs/guarantees).
+
+Checkpoints (copying the WAL back into the database file, with its fsync) run on a thread
+of their own, not inside whichever commit crosses SQLite's threshold: a task's commit
+never waits on one.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -190,6 +195,7 @@ class _NewTask(NamedTuple):
 
 # Tasks kept as last read (a Task without its body is about 1 KB).
 _READ_CACHE_SIZE = 4096
+_CHECKPOINT_SECONDS = 0.25
 
 
 class SqliteStore(Store):
@@ -205,6 +211,8 @@ class SqliteStore(Store):
         # which drops them all.
         self._read: dict[int, Task] = {}
         self._data_version = -1
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,16 +223,41 @@ class SqliteStore(Store):
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA busy_timeout = 5000")
         db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # The checkpointer thread does it.
         with _transaction(db):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
         self._db = db
+        self._closing.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_forever, name="capgate-sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._closing.set()
+            self._checkpointer.join()
+            self._checkpointer = None
         if self._db is not None:
-            self._db.close()
+            self._db.close()  # The last connection to close checkpoints what is left.
             self._db = None
+
+    def _checkpoint_forever(self) -> None:
+        """Copy committed WAL frames into the database file a few times a second, off the
+        event loop (SQLite releases the GIL while it works). PASSIVE: it never blocks a
+        writer or a reader; what it cannot copy now, a later pass does."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout = 1000")
+            while not self._closing.wait(_CHECKPOINT_SECONDS):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:  # Busy, or a full disk: the next pass tries again.
+                    continue
+        finally:
+            db.close()
 
     @property
     def db(self) -> sqlite3.Connection:
