@@ -19,6 +19,7 @@ from collections.abc import Callable
 from capgate.clock import Clock
 from capgate.config import Settings
 from capgate.labels import LabelKeeper
+from capgate.loops import stop_if_cancelled
 from capgate.model import ErrorCode, Lease, Solution, Task, TaskType
 from capgate.router import Router
 from capgate.solvers.base import SolveError, Solver
@@ -81,6 +82,7 @@ class Dispatcher:
             except Exception:
                 log.exception("leasing failed; trying again shortly")
                 leases = []
+            stop_if_cancelled()
             for lease in leases:
                 task = asyncio.create_task(self._run_logged(lease))
                 self._running.add(task)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -637,3 +637,86 @@ async def test_sqlite_reads_what_another_process_wrote(tmp_path: Path) -> None:
     finally:
         await reader.close()
         await writer.close()
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 3.0) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def test_redis_nodes_keep_copies_in_step_with_each_others_writes(redis_url: str) -> None:
+    from capgate.store.redis import RedisStore
+
+    writer, reader = RedisStore(redis_url), RedisStore(redis_url)
+    await writer.open()
+    await reader.open()
+    try:
+        key = await new_key(writer)
+        task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+        first = await reader.get_task(task.id)
+        assert first is not None and first.status is TaskStatus.QUEUED
+        assert reader._tracked is not None and reader._tracked.get(task.id) is not None
+        first.polls = 50  # a caller's copy is its own
+        again = await reader.get_task(task.id)
+        assert again is not None and again.polls == 0
+        # Another node's write reaches this node's copy by Redis' message.
+        (lease,) = await writer.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+        assert await writer.complete(task.id, lease.token, Solution(text="AB"), "ocr", T0 + 1)
+
+        async def ready() -> bool:
+            seen = await reader.get_task(task.id)
+            return seen is not None and seen.status is TaskStatus.READY
+
+        await _eventually(ready)
+        # This node's own write is seen at once.
+        await reader.add_polls({task.id: 3})
+        polled = await reader.get_task(task.id)
+        assert polled is not None and polled.polls == 3
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_redis_serves_no_copies_while_change_messages_are_lost(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from capgate.store.redis import RedisStore
+
+    writer, reader = RedisStore(redis_url), RedisStore(redis_url)
+    await writer.open()
+    await reader.open()
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        key = await new_key(writer)
+        task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+        assert await reader.get_task(task.id) is not None
+        tracked = reader._tracked
+        assert tracked is not None and tracked.live and tracked.get(task.id) is not None
+        await admin.client_kill_filter(_type="pubsub")
+
+        async def dark() -> bool:
+            return not tracked.live
+
+        await _eventually(dark)
+        assert tracked.get(task.id) is None
+        (lease,) = await writer.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+        assert await writer.complete(task.id, lease.token, Solution(text="AB"), "ocr", T0 + 1)
+        seen = await reader.get_task(task.id)
+        assert seen is not None and seen.status is TaskStatus.READY
+        assert tracked.get(task.id) is None  # nothing kept while messages may be lost
+
+        async def live_again() -> bool:
+            return tracked.live
+
+        await _eventually(live_again)
+        assert await reader.get_task(task.id) is not None
+        assert tracked.get(task.id) is not None
+    finally:
+        await admin.aclose()
+        await writer.close()
+        await reader.close()

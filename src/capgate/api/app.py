@@ -37,6 +37,7 @@ from capgate.dialects import JSON_DIALECTS, JSON_PREFIXES, anticaptcha
 from capgate.dispatch import Dispatcher
 from capgate.keys import admin_key
 from capgate.logs import request_id
+from capgate.loops import stop_if_cancelled
 from capgate.model import CapgateError, ErrorCode
 from capgate.router import Router
 from capgate.service import Service
@@ -191,6 +192,7 @@ class App:
                 await self.service.polls.flush()
             except Exception:
                 log.exception("could not write poll counts; keeping them for the next try")
+            stop_if_cancelled()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -199,6 +201,7 @@ class App:
                 await self.service.maintain()
             except Exception:
                 log.exception("maintenance pass failed; trying again next interval")
+            stop_if_cancelled()
 
     # --- ASGI -------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ measured by one clock however far the nodes' clocks drift apart. A store opened 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, cast
 
 import hiredis
@@ -34,6 +34,7 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import Store, idempotency_conflict
+from capgate.store.redis_tracking import TrackedTasks
 
 P = "{cg}"  # The hash tag every key carries.
 # A task's fields but its image: what a read returns (only a lease hands out the image).
@@ -435,6 +436,8 @@ class RedisStore(Store):
         # Commands waiting to share one pipeline (see _batched), and the batches in flight.
         self._pending: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
         self._jobs: set[asyncio.Future[None]] = set()
+        # Copies of tasks for polls, while Redis reports every change (see redis_tracking).
+        self._tracked: TrackedTasks | None = None
 
     async def open(self) -> None:
         # A connection idle for a second is pinged before use: after a Redis restart the
@@ -463,8 +466,14 @@ class RedisStore(Store):
         # Pipelined calls use EVALSHA directly: the scripts must be loaded already.
         await self._redis.script_load(_CREATE)
         await self._run("index_queues", 0.0, *(t.value for t in TaskType))
+        if "ssl" not in pool.connection_class.__name__.lower():
+            self._tracked = TrackedTasks(f"{P}:task:", dict(pool.connection_kwargs))
+            await self._tracked.start()
 
     async def close(self) -> None:
+        if self._tracked is not None:
+            await self._tracked.stop()
+            self._tracked = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -566,9 +575,26 @@ class RedisStore(Store):
         return task
 
     async def get_task(self, task_id: int) -> Task | None:
+        tracked = self._tracked
+        if tracked is not None and (copy := tracked.get(task_id)) is not None:
+            return copy
+        placeholder = tracked.fetching(task_id) if tracked is not None else None
         key = f"{P}:task:{task_id}"
-        values = await self._batched(lambda pipe: pipe.hmget(key, _FIELDS))
-        return None if values[0] is None else _task_from_fields(values)
+        try:
+            values = await self._batched(lambda pipe: pipe.hmget(key, _FIELDS))
+        except BaseException:
+            if tracked is not None:
+                tracked.fetched(task_id, placeholder, None)
+            raise
+        task = None if values[0] is None else _task_from_fields(values)
+        if tracked is not None:
+            tracked.fetched(task_id, placeholder, task)
+        return task
+
+    def _changed(self, task_ids: Iterable[int]) -> None:
+        """This node wrote these tasks: drop its copies now (Redis' message comes later)."""
+        if self._tracked is not None:
+            self._tracked.changed(task_ids)
 
     async def _batched(self, add: Callable[[Any], Any]) -> Any:
         """Run one command (`add` puts it on a pipeline) in a pipeline it shares with every
@@ -630,9 +656,11 @@ class RedisStore(Store):
     async def add_polls(self, counts: Mapping[int, int]) -> None:
         if counts:
             await self._run("add_polls", 0.0, *(v for item in counts.items() for v in item))
+            self._changed(counts)
 
     async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
         answer = await self._run("report", 0.0, task_id, key_id, int(correct))
+        self._changed((task_id,))
         return _task_from_fields(answer) if answer and answer[0] is not None else None
 
     async def lease(
@@ -657,6 +685,7 @@ class RedisStore(Store):
             *[t.value for t in types],
         )
         tasks = sorted((_task(row) for row in rows), key=lambda t: t.id)
+        self._changed(t.id for t in tasks)
         return [Lease(t, chosen, t.lease_expires_at or expires) for t in tasks]
 
     async def extend_lease(
@@ -669,12 +698,15 @@ class RedisStore(Store):
         count_attempt: bool = False,
     ) -> bool:
         attempt = "1" if count_attempt else "0"
-        return bool(await self._run("extend", now, task_id, token, repr(expires_at), attempt))
+        extended = await self._run("extend", now, task_id, token, repr(expires_at), attempt)
+        self._changed((task_id,))
+        return bool(extended)
 
     async def complete(
         self, task_id: int, token: str, solution: Solution, solver: str, now: float
     ) -> bool:
         done = await self._run("complete", now, task_id, token, _encoder.encode(solution), solver)
+        self._changed((task_id,))
         return bool(done)
 
     async def fail(
@@ -700,16 +732,24 @@ class RedisStore(Store):
             int(retry),
             max_attempts,
         )
+        self._changed((task_id,))
         return bool(done)
 
     async def requeue_expired_leases(self, now: float, max_attempts: int) -> list[int]:
-        return sorted(int(i) for i in await self._run("requeue_expired", now, max_attempts))
+        moved = sorted(int(i) for i in await self._run("requeue_expired", now, max_attempts))
+        self._changed(moved)
+        return moved
 
     async def fail_overdue(self, now: float) -> list[int]:
-        return sorted(int(i) for i in await self._run("fail_overdue", now))
+        failed = sorted(int(i) for i in await self._run("fail_overdue", now))
+        self._changed(failed)
+        return failed
 
     async def purge(self, now: float, limit: int) -> int:
-        return int(await self._run("purge", now, limit))
+        purged = int(await self._run("purge", now, limit))
+        if purged and self._tracked is not None:
+            self._tracked.clear()
+        return purged
 
     async def hold_maintenance(self, holder: str, seconds: float) -> bool:
         ms = max(1, int(seconds * 1000))

@@ -1,0 +1,186 @@
+"""This node's copies of tasks, kept in step with Redis by its invalidation messages.
+
+A poll is the most frequent request there is, and reading a task from Redis costs a round
+trip (two system calls, the pipeline, the parse) where the answer usually has not changed.
+Redis' client-side caching support tells a client when keys change: one connection here
+turns on tracking in broadcast mode for every task key, redirected to itself, and
+subscribes to `__redis__:invalidate`. From then on every write to any task, by any node,
+sends that task's key down this connection, and the copy here is dropped.
+
+Copies are served only while that connection is up: when it fails, every copy is dropped
+and none is kept until it is back. A read that races a write is never kept: a fetch leaves
+a placeholder, an invalidation of the task removes it, and the fetched task is kept only if
+its placeholder is still there. The node's own writes drop their tasks at once (the
+message that Redis sends them comes a moment later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import hiredis
+import msgspec
+
+from capgate.model import Task
+
+log = logging.getLogger("capgate.store.redis")
+
+_CHANNEL = b"__redis__:invalidate"
+_CAPACITY = 4096  # copies kept (a task without its image is about 1 KB)
+_RETRY_SECONDS = 0.5
+
+
+class TrackedTasks:
+    """Task copies valid while Redis' invalidation messages reach this node."""
+
+    def __init__(self, prefix: str, connection: dict[str, Any]) -> None:
+        self._prefix = prefix.encode()  # e.g. b"{cg}:task:"
+        # host and port, or path; username, password (TLS connections are not tracked).
+        self._connection = connection
+        self._tasks: dict[int, Task] = {}
+        self._fetching: dict[int, object] = {}
+        self._live = False
+        self._listener: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def live(self) -> bool:
+        """True while invalidations arrive, so copies may be served."""
+        return self._live
+
+    async def start(self, wait_seconds: float = 2.0) -> None:
+        """Start listening; wait a moment for the subscription (serving works without)."""
+        self._listener = asyncio.create_task(self._listen_forever(), name="capgate-tracking")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), wait_seconds)
+
+    async def stop(self) -> None:
+        """Stop listening and drop every copy."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        self._go_dark()
+
+    def get(self, task_id: int) -> Task | None:
+        """A copy of the task as last read, if it is still current."""
+        task = self._tasks.get(task_id)
+        return None if task is None else msgspec.structs.replace(task)
+
+    def fetching(self, task_id: int) -> object | None:
+        """Before reading a task from Redis: a placeholder that an invalidation removes."""
+        if not self._live:
+            return None
+        placeholder = object()
+        self._fetching[task_id] = placeholder
+        return placeholder
+
+    def fetched(self, task_id: int, placeholder: object | None, task: Task | None) -> None:
+        """After the read: keep the task if nothing changed it meanwhile."""
+        if placeholder is None or self._fetching.get(task_id) is not placeholder:
+            return
+        del self._fetching[task_id]
+        if task is not None and self._live:
+            if len(self._tasks) >= _CAPACITY:
+                self._tasks.clear()
+            self._tasks[task_id] = msgspec.structs.replace(task)
+
+    def changed(self, task_ids: Iterable[int]) -> None:
+        """These tasks were written: drop their copies."""
+        for task_id in task_ids:
+            self._tasks.pop(task_id, None)
+            self._fetching.pop(task_id, None)
+
+    def clear(self) -> None:
+        """Drop every copy (many tasks changed at once)."""
+        self._tasks.clear()
+        self._fetching.clear()
+
+    def _go_dark(self) -> None:
+        self._live = False
+        self._ready.clear()
+        self.clear()
+
+    async def _listen_forever(self) -> None:
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._live:
+                    log.warning("task change messages lost (%s); reading tasks from Redis", exc)
+            self._go_dark()
+            await asyncio.sleep(_RETRY_SECONDS)
+
+    async def _listen(self) -> None:
+        reader, writer = await self._open()
+        parser = hiredis.Reader()
+
+        async def call(*args: Any) -> Any:
+            writer.write(hiredis.pack_command(args))
+            return await _next_reply(reader, parser)
+
+        try:
+            for command in self._login():
+                await call(*command)
+            client_id = await call("CLIENT", "ID")
+            await call(
+                "CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", "PREFIX", self._prefix
+            )
+            await call("SUBSCRIBE", _CHANNEL)
+            # Copies kept before this moment may have missed a message: start afresh.
+            self.clear()
+            self._live = True
+            self._ready.set()
+            while True:
+                message = await _next_reply(reader, parser)
+                if isinstance(message, list) and len(message) == 3 and message[1] == _CHANNEL:
+                    self._invalidate(message[2])
+        finally:
+            writer.close()
+
+    def _invalidate(self, keys: list[bytes] | None) -> None:
+        if keys is None:  # FLUSHALL / FLUSHDB: everything changed.
+            self.clear()
+            return
+        start = len(self._prefix)
+        for key in keys:
+            if key.startswith(self._prefix):
+                with contextlib.suppress(ValueError):
+                    task_id = int(key[start:])
+                    self._tasks.pop(task_id, None)
+                    self._fetching.pop(task_id, None)
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        c = self._connection
+        if c.get("path"):
+            return await asyncio.open_unix_connection(c["path"])
+        return await asyncio.open_connection(c.get("host", "localhost"), c.get("port", 6379))
+
+    def _login(self) -> list[tuple[Any, ...]]:
+        c = self._connection
+        if c.get("password"):
+            if c.get("username"):
+                return [("AUTH", c["username"], c["password"])]
+            return [("AUTH", c["password"])]
+        return []
+
+
+async def _next_reply(reader: asyncio.StreamReader, parser: hiredis.Reader) -> Any:
+    """The next whole RESP2 reply; an error reply raises."""
+    while True:
+        reply = parser.gets()
+        if reply is not False:
+            if isinstance(reply, hiredis.ReplyError):
+                raise reply
+            return reply
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionError("Redis closed the connection")
+        parser.feed(data)
