@@ -5,7 +5,9 @@
 Test images are made by `capgate.ocr.synth` with fixed seeds that training never uses:
 set B is 4 characters of digits + uppercase, set A is 4-6 characters of digits + upper +
 lower case, both in the `captcha` package's own font; the `-dejavu` sets draw the same
-texts in Debian's DejaVu fonts, which the model never saw. Images are read one at a time
+texts in Debian's DejaVu fonts, which the model never saw; `math` is sums (`12+7=?`, read with
+the math option and scored on the value answered) and `phrase` two short words (read with
+the phrase option, scored exactly). Images are read one at a time
 (one onnxruntime thread), as the server does. With --ddddocr the same images go through
 ddddocr (`pip install 'capgate[ddddocr]'`) in the same run. With --realworld, the labelled
 sets under DIR (each a folder with labels.csv and images/) are read too, zero-shot, with and
@@ -24,17 +26,21 @@ from pathlib import Path
 
 from capgate.ocr import synth
 from capgate.ocr.engine import DEFAULT_MODEL, OcrEngine
+from capgate.ocr.grammar import evaluate
+from capgate.solvers.ocr import constraints_for
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
 DEJAVU_FONTS = [
     str(DEJAVU / f) for f in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
 ]
 
-SETS: dict[str, tuple[int, str, int, int, bool]] = {
-    "B": (12_345, synth.CHARSET_B, 4, 4, False),
-    "A": (23_456, synth.CHARSET_A, 4, 6, False),
-    "B-dejavu": (34_567, synth.CHARSET_B, 4, 4, True),
-    "A-dejavu": (45_678, synth.CHARSET_A, 4, 6, True),
+SETS: dict[str, tuple[int, str, int, int, bool, str]] = {
+    "B": (12_345, synth.CHARSET_B, 4, 4, False, "text"),
+    "A": (23_456, synth.CHARSET_A, 4, 6, False, "text"),
+    "B-dejavu": (34_567, synth.CHARSET_B, 4, 4, True, "text"),
+    "A-dejavu": (45_678, synth.CHARSET_A, 4, 6, True, "text"),
+    "math": (56_789, "", 0, 0, False, "math"),
+    "phrase": (67_890, "", 0, 0, False, "phrase"),
 }
 
 Reader = Callable[[bytes], str]
@@ -61,6 +67,23 @@ def measure(name: str, engine: str, read: Reader, samples: Sequence[tuple[bytes,
         f" | {n / elapsed:.0f} | {statistics.median(latencies):.2f} | {p99:.2f} |",
         flush=True,
     )
+
+
+def shaped(
+    kind: str, engine_name: str, read: Reader, engine: OcrEngine, samples: list[tuple[bytes, str]]
+) -> tuple[Reader, list[tuple[bytes, str]]]:
+    """The reader and expected answers for a set: sums are scored on their value (capgate
+    reads them with the math option; another engine's text is evaluated the same way), and
+    phrases are read with the phrase option."""
+    if kind == "text":
+        return read, samples
+    if engine_name == "capgate":
+        options = constraints_for({kind: True})
+        read = lambda png: engine.read(png, constraints=options).text  # noqa: E731
+    if kind == "math":
+        expected = [(png, evaluate(label) or "") for png, label in samples]
+        return (lambda png: evaluate(read(png)) or "?"), expected
+    return read, samples
 
 
 def realworld(root: Path) -> dict[str, list[tuple[bytes, str]]]:
@@ -93,13 +116,13 @@ def main() -> None:
     print(f"model: {args.model}, {args.model.stat().st_size / 1e6:.2f} MB")
     print("| set | engine | images | exact | case-insensitive | images/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, (seed, charset, lo, hi, dejavu) in SETS.items():
+    for name, (seed, charset, lo, hi, dejavu, kind) in SETS.items():
         if dejavu and not DEJAVU.is_dir():
             continue
         fonts = DEJAVU_FONTS if dejavu else None
-        samples = synth.generate(seed, args.n, charset, lo, hi, fonts=fonts)
+        samples = synth.generate(seed, args.n, charset, lo, hi, fonts=fonts, kind=kind)
         for engine_name, read in readers.items():
-            measure(name, engine_name, read, samples)
+            measure(name, engine_name, *shaped(kind, engine_name, read, engine, samples))
     if args.realworld is not None:
         readers["capgate, digits only"] = lambda png: engine.read(png, "0123456789").text
         for name, samples in realworld(args.realworld).items():

@@ -10,13 +10,16 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ImageToText:
-    """An image captcha to read. `numeric`: 1 digits only, 2 letters only."""
+    """An image captcha to read. `numeric`: 1 digits only, 2 letters only; `phrase`: two or
+    more words; `math`: a sum, answered with its value."""
 
     image: bytes
     numeric: int = 0
     case: bool = False
     min_length: int = 0
     max_length: int = 0
+    phrase: bool = False
+    math: bool = False
 
     @classmethod
     def from_file(cls, path: str | Path, **options: Any) -> ImageToText:
@@ -34,6 +37,8 @@ class ImageToText:
             ("case", self.case),
             ("minLength", self.min_length),
             ("maxLength", self.max_length),
+            ("phrase", self.phrase),
+            ("math", self.math),
         ):
             if value:
                 task[name] = value
