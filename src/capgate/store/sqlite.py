@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotent ON tasks (key_id, idem_key)
     WHERE idem_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (type, id) WHERE status = 0;
+-- Leasing walks tasks_queued_by_key, so the older per-type queue index only cost inserts.
+DROP INDEX IF EXISTS tasks_queued;
 CREATE INDEX IF NOT EXISTS tasks_queued_by_key ON tasks (key_id, id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (lease_expires_at) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (deadline_at) WHERE status < 2;
@@ -116,7 +117,7 @@ class _Q:
     insert_task = (
         "INSERT INTO tasks (key_id, type, params, body, status, created_at, deadline_at, cost, ip,"
         " expires_at, idem_key, idem_hash) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
-        f" RETURNING {_TASK_COLUMNS}"
+        " RETURNING id"
     )
     # Reads leave the image out: only a lease hands it to a solver.
     task_by_id = f"SELECT {_TASK_COLUMNS.replace('body', 'NULL')} FROM tasks WHERE id = ?"
@@ -366,13 +367,14 @@ class SqliteStore(Store):
         cost = new.cost
         if db.execute(_Q.debit, (cost, new.key_id, cost, cost)).rowcount != 1:
             raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
-        row = db.execute(
+        spec = new.spec
+        (task_id,) = db.execute(
             _Q.insert_task,
             (
                 new.key_id,
-                new.spec.type.value,
-                _encode(new.spec.params),
-                new.spec.body,
+                spec.type.value,
+                _encode(spec.params),
+                spec.body,
                 new.now,
                 new.deadline_at,
                 cost,
@@ -382,7 +384,20 @@ class SqliteStore(Store):
                 None if idempotency is None else idempotency[1],
             ),
         ).fetchone()
-        return _task(row)
+        # The new row is what was sent and the columns' defaults: no need to read it back.
+        return Task(
+            id=task_id,
+            key_id=new.key_id,
+            type=spec.type,
+            params=spec.params,
+            body=spec.body,
+            status=TaskStatus.QUEUED,
+            created_at=new.now,
+            deadline_at=new.deadline_at,
+            cost=cost,
+            ip=new.ip,
+            expires_at=new.expires_at,
+        )
 
     async def get_task(self, task_id: int) -> Task | None:
         """The task without its body, from memory while nothing has written to it.
