@@ -157,10 +157,14 @@ end
 if cost > 0 then redis.call('HINCRBY', account, 'balance', -cost) end
 local id = redis.call('INCR', P .. ':seq:tasks')
 local t = task_key(id)
-redis.call('HSET', t, 'id', id, 'key_id', key_id, 'type', typ, 'params', params, 'status', 0,
+local fields = {'id', id, 'key_id', key_id, 'type', typ, 'params', params, 'status', 0,
   'created_at', now, 'deadline_at', deadline, 'cost', cost, 'ip', ip, 'expires_at', expires,
-  'attempts', 0, 'polls', 0, 'idem_key', idem_key, 'idem_hash', idem_hash)
-if body ~= '' then redis.call('HSET', t, 'body', body) end
+  'attempts', 0, 'polls', 0, 'idem_key', idem_key, 'idem_hash', idem_hash}
+if body ~= '' then
+  table.insert(fields, 'body')
+  table.insert(fields, body)
+end
+redis.call('HSET', t, unpack(fields))
 -- Retention by Redis expiry as well as by the sweep: an hour after the sweep would have
 -- purged it, Redis drops the task even if no node is running.
 local ttl = math.floor((expires - now + 3600) * 1000)
@@ -170,7 +174,9 @@ redis.call('ZADD', P .. ':unfinished', deadline, id)
 redis.call('ZADD', P .. ':expiring', expires, id)
 redis.call('SADD', P .. ':inflight:' .. key_id, id)
 if idem_key ~= '' then redis.call('SET', idem, id, 'PX', ttl) end
-return {'ok', view(t)}
+-- The caller knows the rest of the new task; only the id and the times on Redis' clock.
+local function exact(x) return string.format('%.17g', x) end
+return {'new', id, exact(now), exact(deadline), exact(expires)}
 """
 )
 
@@ -569,9 +575,23 @@ class RedisStore(Store):
         if outcome == "conflict":
             assert idempotency is not None
             raise idempotency_conflict(idempotency[0])
-        task = _task_from_fields(answer[1])
-        # The image is not sent back: the caller has it (a replayed create sent the same).
-        task.body = spec.body
+        if outcome == "new":
+            task_id, created_at, deadline, expires = answer[1:]
+            return Task(
+                id=int(task_id),
+                key_id=key_id,
+                type=spec.type,
+                params=spec.params,
+                body=spec.body,
+                status=TaskStatus.QUEUED,
+                created_at=float(created_at),
+                deadline_at=float(deadline),
+                cost=cost,
+                ip=ip,
+                expires_at=float(expires),
+            )
+        task = _task_from_fields(answer[1])  # An idempotent replay: the earlier task.
+        task.body = spec.body  # not sent back: the replayed create sent the same image
         return task
 
     async def get_task(self, task_id: int) -> Task | None:
