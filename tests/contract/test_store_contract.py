@@ -560,33 +560,38 @@ async def test_one_maintenance_holder_at_a_time(make_store: Callable[[], Store])
         await second.close()
 
 
-async def test_redis_measures_time_by_its_own_clock(redis_url: str) -> None:
-    import time
-
+@pytest.fixture
+async def two_nodes(redis_url: str) -> AsyncIterator[tuple[Store, Store]]:
+    """Two Redis stores on one Redis, as two API nodes have (on Redis' clock)."""
     from capgate.store.redis import RedisStore
 
+    first, second = RedisStore(redis_url), RedisStore(redis_url)
+    await first.open()
+    await second.open()
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def test_redis_measures_time_by_its_own_clock(two_nodes: tuple[Store, Store]) -> None:
+    import time
+
     # Two nodes whose clocks are an hour fast and an hour slow.
-    fast, slow = RedisStore(redis_url), RedisStore(redis_url)
-    await fast.open()
-    await slow.open()
-    try:
-        key = await new_key(fast)
-        ahead, behind = time.time() + 3600, time.time() - 3600
-        task = await create(fast, key.id, IMAGE, 1, "ip", ahead, ahead + 120)
-        real = time.time()
-        assert abs(task.created_at - real) < 5 and abs(task.deadline_at - real - 120) < 5
-        (lease,) = await slow.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, behind)
-        assert abs(lease.expires_at - time.time() - 30) < 5
-        # The fast node's clock says the lease ran out and the deadline passed an hour ago;
-        # Redis' clock says neither.
-        assert await fast.requeue_expired_leases(time.time() + 3600, 3) == []
-        assert await fast.fail_overdue(time.time() + 3600) == []
-        # And the slow node can still complete within the lease by Redis' clock.
-        done = await slow.complete(task.id, lease.token, Solution(text="AB12"), "ocr", behind)
-        assert done
-    finally:
-        await fast.close()
-        await slow.close()
+    fast, slow = two_nodes
+    key = await new_key(fast)
+    ahead, behind = time.time() + 3600, time.time() - 3600
+    task = await create(fast, key.id, IMAGE, 1, "ip", ahead, ahead + 120)
+    real = time.time()
+    assert abs(task.created_at - real) < 5 and abs(task.deadline_at - real - 120) < 5
+    (lease,) = await slow.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, behind)
+    assert abs(lease.expires_at - time.time() - 30) < 5
+    # The fast node's clock says the lease ran out and the deadline passed an hour ago;
+    # Redis' clock says neither.
+    assert await fast.requeue_expired_leases(time.time() + 3600, 3) == []
+    assert await fast.fail_overdue(time.time() + 3600) == []
+    # And the slow node can still complete within the lease by Redis' clock.
+    done = await slow.complete(task.id, lease.token, Solution(text="AB12"), "ocr", behind)
+    assert done
 
 
 async def test_redis_expires_a_task_itself_when_no_node_sweeps(redis_url: str) -> None:
@@ -649,47 +654,45 @@ async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 3.0
         await asyncio.sleep(0.01)
 
 
-async def test_redis_nodes_keep_copies_in_step_with_each_others_writes(redis_url: str) -> None:
+async def test_redis_nodes_keep_copies_in_step_with_each_others_writes(
+    two_nodes: tuple[Store, Store],
+) -> None:
     from capgate.store.redis import RedisStore
 
-    writer, reader = RedisStore(redis_url), RedisStore(redis_url)
-    await writer.open()
-    await reader.open()
-    try:
-        key = await new_key(writer)
-        task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
-        first = await reader.get_task(task.id)
-        assert first is not None and first.status is TaskStatus.QUEUED
-        assert reader._tracked is not None and reader._tracked.get(task.id) is not None
-        first.polls = 50  # a caller's copy is its own
-        again = await reader.get_task(task.id)
-        assert again is not None and again.polls == 0
-        # Another node's write reaches this node's copy by Redis' message.
-        (lease,) = await writer.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
-        assert await writer.complete(task.id, lease.token, Solution(text="AB"), "ocr", T0 + 1)
+    writer, reader = two_nodes
+    assert isinstance(reader, RedisStore)
+    key = await new_key(writer)
+    task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    first = await reader.get_task(task.id)
+    assert first is not None and first.status is TaskStatus.QUEUED
+    assert reader._tracked is not None and reader._tracked.get(task.id) is not None
+    first.polls = 50  # a caller's copy is its own
+    again = await reader.get_task(task.id)
+    assert again is not None and again.polls == 0
+    # Another node's write reaches this node's copy by Redis' message.
+    (lease,) = await writer.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    assert await writer.complete(task.id, lease.token, Solution(text="AB"), "ocr", T0 + 1)
 
-        async def ready() -> bool:
-            seen = await reader.get_task(task.id)
-            return seen is not None and seen.status is TaskStatus.READY
+    async def ready() -> bool:
+        seen = await reader.get_task(task.id)
+        return seen is not None and seen.status is TaskStatus.READY
 
-        await _eventually(ready)
-        # This node's own write is seen at once.
-        await reader.add_polls({task.id: 3})
-        polled = await reader.get_task(task.id)
-        assert polled is not None and polled.polls == 3
-    finally:
-        await writer.close()
-        await reader.close()
+    await _eventually(ready)
+    # This node's own write is seen at once.
+    await reader.add_polls({task.id: 3})
+    polled = await reader.get_task(task.id)
+    assert polled is not None and polled.polls == 3
 
 
-async def test_redis_serves_no_copies_while_change_messages_are_lost(redis_url: str) -> None:
+async def test_redis_serves_no_copies_while_change_messages_are_lost(
+    two_nodes: tuple[Store, Store], redis_url: str
+) -> None:
     import redis.asyncio as aioredis
 
     from capgate.store.redis import RedisStore
 
-    writer, reader = RedisStore(redis_url), RedisStore(redis_url)
-    await writer.open()
-    await reader.open()
+    writer, reader = two_nodes
+    assert isinstance(reader, RedisStore)
     admin = aioredis.Redis.from_url(redis_url)
     try:
         key = await new_key(writer)
@@ -718,5 +721,3 @@ async def test_redis_serves_no_copies_while_change_messages_are_lost(redis_url: 
         assert tracked.get(task.id) is not None
     finally:
         await admin.aclose()
-        await writer.close()
-        await reader.close()
