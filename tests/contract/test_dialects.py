@@ -436,3 +436,19 @@ def test_length_options_constrain_the_reader(server: CapgateServer) -> None:
         task = {**image_task(body), **options}
         created = server.post("/capsolver/createTask", {"clientKey": K, "task": task})
         assert check(created["solution"]["text"]), (options, created)
+
+
+def test_math_and_phrase_options_answer_in_their_shape(server: CapgateServer) -> None:
+    from capgate.ocr import synth
+    from capgate.ocr.grammar import evaluate
+
+    ((sum_png, expression),) = synth.generate(8203, 1, "", 0, 0, kind="math")
+    ((phrase_png, _),) = synth.generate(8204, 1, "", 0, 0, kind="phrase")
+    for png, options, check in (
+        (sum_png, {"math": True}, lambda text: text.lstrip("-").isdigit()),
+        (phrase_png, {"phrase": True}, lambda text: len(text.split(" ")) >= 2),
+    ):
+        task = {**image_task(base64.b64encode(png).decode()), **options}
+        created = server.post("/capsolver/createTask", {"clientKey": K, "task": task})
+        assert check(created["solution"]["text"]), (options, created)
+    assert evaluate(expression) is not None

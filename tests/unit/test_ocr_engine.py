@@ -32,6 +32,27 @@ def test_reads_most_digit_uppercase_captchas(engine: OcrEngine) -> None:
         assert np.mean(right_conf) > np.mean(wrong_conf)
 
 
+def test_reads_sums_and_phrases_in_their_shape(engine: OcrEngine) -> None:
+    from capgate.ocr.grammar import evaluate
+    from capgate.solvers.ocr import constraints_for
+
+    sums = synth.generate(41_000, 100, "", 0, 0, kind="math")
+    read = engine.read_batch([png for png, _ in sums], constraints=constraints_for({"math": 1}))
+    values = [evaluate(r.text) for r in read]
+    assert all(v is not None for v in values)  # the grammar reads only sums
+    right = sum(v == evaluate(label) for v, (_, label) in zip(values, sums, strict=True))
+    assert right >= 80, f"only {right} of 100 sums answered right"
+    phrases = synth.generate(42_000, 100, "", 0, 0, kind="phrase")
+    options = constraints_for({"phrase": True})
+    read = engine.read_batch([png for png, _ in phrases], constraints=options)
+    assert all(" " in r.text and "  " not in r.text for r in read)
+    right = sum(r.text == label for r, (_, label) in zip(read, phrases, strict=True))
+    assert right >= 60, f"only {right} of 100 phrases read exactly"
+    # Without the phrase option a reading never holds a space or a sign.
+    plain = engine.read_batch([png for png, _ in phrases[:20] + sums[:20]])
+    assert all(r.text.isalnum() for r in plain)
+
+
 def test_single_and_batch_reads_agree(engine: OcrEngine) -> None:
     samples = synth.generate(8, 6, synth.CHARSET_A, 4, 6)
     batch = engine.read_batch([png for png, _ in samples])

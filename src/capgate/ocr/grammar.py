@@ -94,16 +94,24 @@ def evaluate(text: str) -> str | None:
 
 
 @lru_cache(maxsize=64)
-def _transitions(grammar: Grammar, charset: str) -> npt.NDArray[np.int64]:
-    """next[state, class]: the state after reading class `class` (class i + 1 is
-    charset[i]; class 0 is the blank, which reads nothing), or -1 where there is no edge."""
-    table = np.full((grammar.states, len(charset) + 1), -1, dtype=np.int64)
+def _edges(
+    grammar: Grammar, charset: str
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The automaton over this charset's classes (class i + 1 is charset[i]; class 0 is
+    the blank, which reads nothing): each edge as (source state, class, target state)."""
+    sources, classes, targets = [], [], []
     for source, chars, target in grammar.edges:
         for char in chars:
             index = charset.find(char)
             if index >= 0:
-                table[source, index + 1] = target
-    return table
+                sources.append(source)
+                classes.append(index + 1)
+                targets.append(target)
+    return (
+        np.array(sources, dtype=np.intp),
+        np.array(classes, dtype=np.intp),
+        np.array(targets, dtype=np.intp),
+    )
 
 
 def best_path(probs: npt.NDArray[np.float32], grammar: Grammar, charset: str) -> list[int]:
@@ -112,49 +120,54 @@ def best_path(probs: npt.NDArray[np.float32], grammar: Grammar, charset: str) ->
 
     A Viterbi search over (automaton state, class of the last frame): a blank or a repeat
     of the last class reads nothing; a new class reads its character and moves along an
-    edge.
+    edge. Every edge is tried at once each frame.
     """
-    table = _transitions(grammar, charset)
+    sources, chars, targets = _edges(grammar, charset)
     frames, classes = probs.shape
-    states = table.shape[0]
+    states = grammar.states
     logp = np.log(np.maximum(probs, 1e-30))
     score = np.full((states, classes), -np.inf)
     score[grammar.start, 0] = logp[0, 0]
-    first = table[grammar.start]
-    readable = np.flatnonzero(first[1:] >= 0) + 1
-    score[first[readable], readable] = logp[0, readable]
+    first = sources == grammar.start
+    score[targets[first], chars[first]] = logp[0, chars[first]]
     back_state = np.zeros((frames, states, classes), dtype=np.int16)
     back_class = np.zeros((frames, states, classes), dtype=np.int16)
-    all_states = np.arange(states)[:, None]
-    all_classes = np.arange(classes)[None, :]
+    all_states = np.arange(states)
     for t in range(1, frames):
         best = score.argmax(axis=1)
-        best_score = score.max(axis=1)
+        best_score = score[all_states, best]
         runner = score.copy()
-        runner[np.arange(states), best] = -np.inf
-        second, second_score = runner.argmax(axis=1), runner.max(axis=1)
+        runner[all_states, best] = -np.inf
+        second = runner.argmax(axis=1)
+        second_score = runner[all_states, second]
         # Staying on the last class (a blank stays a blank) reads nothing.
         new = score.copy()
-        back_state[t] = all_states
-        back_class[t] = all_classes
+        back_state[t] = all_states[:, None]
+        back_class[t] = np.arange(classes)[None, :]
         # A blank may follow anything and reads nothing.
         new[:, 0] = best_score
         back_class[t][:, 0] = best
-        # A new class c reads its character: from any class but c (CTC merges repeats).
-        for state in range(states):
-            targets = table[state]
-            chars = np.flatnonzero(targets[1:] >= 0) + 1
-            if chars.size == 0 or best_score[state] == -np.inf:
-                continue
-            is_best = best[state] == chars
-            came = np.where(is_best, second_score[state], best_score[state])
-            came_from = np.where(is_best, second[state], best[state])
-            into = targets[chars]
-            better = came > new[into, chars]
-            into, chars = into[better], chars[better]
-            new[into, chars] = came[better]
-            back_state[t][into, chars] = state
-            back_class[t][into, chars] = came_from[better]
+        # A new class reads its character along an edge: from any class but itself (CTC
+        # merges repeats). Where several edges meet in one cell, the best one counts.
+        repeat = best[sources] == chars
+        came = np.where(repeat, second_score[sources], best_score[sources])
+        came_from = np.where(repeat, second[sources], best[sources])
+        order = np.argsort(-came, kind="stable")  # best first
+        cells = targets[order] * classes + chars[order]
+        _, firsts = np.unique(cells, return_index=True)  # each cell's best edge
+        keep = order[firsts]
+        into, read, came, came_from, src = (
+            targets[keep],
+            chars[keep],
+            came[keep],
+            came_from[keep],
+            sources[keep],
+        )
+        better = came > new[into, read]
+        into, read = into[better], read[better]
+        new[into, read] = came[better]
+        back_state[t][into, read] = src[better]
+        back_class[t][into, read] = came_from[better]
         score = new + logp[t][None, :]
     accepting = sorted(grammar.accepting)
     ends = score[accepting]
