@@ -21,18 +21,24 @@ sys.path[:] = [p for p in sys.path if not p.endswith("benchmarks")]
 import argparse
 import base64
 import json
-import os
-import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+import httpx  # Imports the standard library's `http` while this folder is off the path.
 
-KEY = "0123456789abcdef0123456789abcdef"
+# Now the shared harness can be imported from this folder (`http` is already loaded).
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import (
+    KEY,
+    free_port,
+    pinned,
+    start_capgate,
+    two_kilobyte_captcha,
+    wait_ready,
+    wrk,
+)
 
 CEILING_APP = """
 import json
@@ -51,90 +57,16 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 """
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[%s]]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_ready(url: str) -> None:
-    for _ in range(600):
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} never answered")
-
-
-def pinned(core: int, command: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *command] if shutil.which("taskset") else command
-
-
-def wrk(url: str, body: str, seconds: int, connections: int, workdir: Path) -> dict[str, float]:
-    script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT % body)
-    command = pinned(
-        1,
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-    )
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def percentile(p: str) -> float:
-        match = re.search(rf"{p}%\s+([\d.]+)(us|ms|s)", out)
-        assert match is not None, out
-        value, unit = float(match.group(1)), match.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    return {"rps": rate, "p50": percentile("50"), "p99": percentile("99")}
-
-
-def two_kilobyte_captcha() -> bytes:
-    """A generated captcha re-encoded as a small grayscale JPEG, about 2 KB."""
-    import io
-
-    from PIL import Image
-
-    from capgate.ocr import synth
-
-    png = synth.generate(1, 1, synth.CHARSET_B, 4, 4)[0][0]
-    out = io.BytesIO()
-    Image.open(io.BytesIO(png)).convert("L").save(out, format="JPEG", quality=75)
-    return out.getvalue()
-
 
 def measure_capgate(
     store_name: str, store: str, image: str, seconds: int, connections: int, work: Path
 ) -> dict[str, dict[str, float]]:
     """capgate on one store: its three hot routes."""
     port = free_port()
-    env = {
-        **os.environ,
-        "CAPGATE_BOOTSTRAP_KEY": KEY,
-        "CAPGATE_BOOTSTRAP_BALANCE": "100000000",
-        "CAPGATE_LOCAL_SOLVING": "false",
-        "CAPGATE_MAX_POLLS": "2000000000",
-        "CAPGATE_LOG_LEVEL": "warning",
-        "CAPGATE_STORE": store,
-    }
-    server = subprocess.Popen(
-        pinned(0, [sys.executable, "-m", "capgate", "serve", "--port", str(port),
-                   "--data", str(work / f"data-{store_name}")]),
-        env=env,
-    )  # fmt: skip
+    server = start_capgate(store, work / f"data-{store_name}", port)
     results = {}
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_ready(f"{base}/healthz")
         task = {"type": "ImageToTextTask", "body": image}
         created = httpx.post(f"{base}/createTask", json={"clientKey": KEY, "task": task})
         task_id = created.json()["taskId"]

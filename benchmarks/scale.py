@@ -21,60 +21,24 @@ sys.path[:] = [p for p in sys.path if not p.endswith("benchmarks")]
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import base64  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import httpx  # noqa: E402
+import httpx  # noqa: E402  (the standard library's `http` loads while this folder is off the path)
+
+# Now the shared harness can be imported from this folder (`http` is already loaded).
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import KEY, free_port, start_capgate, two_kilobyte_captcha, wrk  # noqa: E402
 
 from capgate.keys import hash_secret  # noqa: E402
 from capgate.model import Solution, TaskSpec, TaskType  # noqa: E402
 from capgate.store import Store, store_from_url  # noqa: E402
 
-KEY = "0123456789abcdef0123456789abcdef"
 FINISHED = 10_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def pinned(core: int, command: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *command] if shutil.which("taskset") else command
-
-
-def image() -> bytes:
-    from PIL import Image
-
-    from capgate.ocr import synth
-
-    png = synth.generate(1, 1, synth.CHARSET_B, 4, 4)[0][0]
-    out = io.BytesIO()
-    Image.open(io.BytesIO(png)).convert("L").save(out, format="JPEG", quality=75)
-    return out.getvalue()
-
-
-def wrk_rate(url: str, body: str, seconds: int, work: Path) -> float:
-    script = work / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [[{body}]]\n"
-    )
-    command = pinned(1, ["wrk", "-t1", "-c64", f"-d{seconds}s", "-s", str(script), url])
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert match is not None, out
-    return float(match.group(1))
 
 
 async def fill(store: Store, key_id: int, count: int, body: bytes) -> None:
@@ -129,35 +93,16 @@ def footprint(store_url: str, data: Path) -> int:
 def measure(name: str, store_url: str, tasks: int, seconds: int, work: Path) -> dict[str, float]:
     data = work / f"data-{name}"
     port = free_port()
-    env = {
-        **os.environ,
-        "CAPGATE_BOOTSTRAP_KEY": KEY,
-        "CAPGATE_BOOTSTRAP_BALANCE": "100000000",
-        "CAPGATE_LOCAL_SOLVING": "false",
-        "CAPGATE_MAX_POLLS": "2000000000",
-        "CAPGATE_LOG_LEVEL": "warning",
-        "CAPGATE_STORE": store_url,
-    }
-    server = subprocess.Popen(
-        pinned(0, [sys.executable, "-m", "capgate", "serve", "--port", str(port),
-                   "--data", str(data)]),
-        env=env,
-    )  # fmt: skip
+    server = start_capgate(store_url, data, port)
     base = f"http://127.0.0.1:{port}"
-    body = image()
+    body = two_kilobyte_captcha()
     try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
         task = {"type": "ImageToTextTask", "body": base64.b64encode(body).decode()}
         task_id = httpx.post(f"{base}/createTask", json={"clientKey": KEY, "task": task}).json()[
             "taskId"
         ]
         poll = json.dumps({"clientKey": KEY, "taskId": task_id})
-        before = wrk_rate(f"{base}/getTaskResult", poll, seconds, work)
+        before = wrk(f"{base}/getTaskResult", poll, seconds, 64, work)["rps"]
 
         async def load() -> tuple[float, int]:
             store = store_from_url(store_url, data)
@@ -174,7 +119,7 @@ def measure(name: str, store_url: str, tasks: int, seconds: int, work: Path) -> 
             return took, depth
 
         took, depth = asyncio.run(load())
-        after = wrk_rate(f"{base}/getTaskResult", poll, seconds, work)
+        after = wrk(f"{base}/getTaskResult", poll, seconds, 64, work)["rps"]
 
         async def finished_bytes() -> float:
             store = store_from_url(store_url, data)
