@@ -471,7 +471,7 @@ class RedisStore(Store):
             self._scripts[name] = self._redis.register_script(source)
         # Pipelined calls use EVALSHA directly: the scripts must be loaded already.
         await self._redis.script_load(_CREATE)
-        await self._run("index_queues", 0.0, *(t.value for t in TaskType))
+        await self._run("index_queues", None, *(t.value for t in TaskType))
         if "ssl" not in pool.connection_class.__name__.lower():
             self._tracked = TrackedTasks(f"{P}:task:", dict(pool.connection_kwargs))
             await self._tracked.start()
@@ -491,11 +491,15 @@ class RedisStore(Store):
             raise RuntimeError("the store is not open")
         return self._redis
 
-    def _args(self, now: float, args: tuple[Any, ...]) -> list[Any]:
+    def _args(self, now: float | None, args: tuple[Any, ...]) -> list[Any]:
+        # A script that uses no time does not ask Redis for it.
+        if now is None:
+            return [P, "0", "0", *args]
         return [P, repr(now), self._server_time, *args]
 
-    async def _run(self, name: str, now: float, *args: Any) -> Any:
-        """Run a script at the caller's time `now` (moved onto Redis' clock, by default)."""
+    async def _run(self, name: str, now: float | None, *args: Any) -> Any:
+        """Run a script at the caller's time `now` (moved onto Redis' clock, by default;
+        None for a script that uses no time)."""
         return await self._scripts[name](keys=[f"{P}:seq:tasks"], args=self._args(now, args))
 
     # --- keys -------------------------------------------------------------------------
@@ -675,11 +679,11 @@ class RedisStore(Store):
 
     async def add_polls(self, counts: Mapping[int, int]) -> None:
         if counts:
-            await self._run("add_polls", 0.0, *(v for item in counts.items() for v in item))
+            await self._run("add_polls", None, *(v for item in counts.items() for v in item))
             self._changed(counts)
 
     async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
-        answer = await self._run("report", 0.0, task_id, key_id, int(correct))
+        answer = await self._run("report", None, task_id, key_id, int(correct))
         self._changed((task_id,))
         return _task_from_fields(answer) if answer and answer[0] is not None else None
 
@@ -773,7 +777,7 @@ class RedisStore(Store):
 
     async def hold_maintenance(self, holder: str, seconds: float) -> bool:
         ms = max(1, int(seconds * 1000))
-        return bool(await self._run("hold_maintenance", 0.0, holder, ms))
+        return bool(await self._run("hold_maintenance", None, holder, ms))
 
     async def in_flight(self, key_id: int) -> int:
         return int(await self.redis.scard(f"{P}:inflight:{key_id}"))

@@ -150,12 +150,11 @@ class TrackedTasks:
             self.clear()
             return
         start = len(self._prefix)
-        for key in keys:
-            if key.startswith(self._prefix):
-                with contextlib.suppress(ValueError):
-                    task_id = int(key[start:])
-                    self._tasks.pop(task_id, None)
-                    self._fetching.pop(task_id, None)
+        self.changed(
+            int(key[start:])
+            for key in keys
+            if key.startswith(self._prefix) and key[start:].isdigit()
+        )
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         c = self._connection
