@@ -19,7 +19,6 @@ from collections.abc import Callable
 from capgate.clock import Clock
 from capgate.config import Settings
 from capgate.labels import LabelKeeper
-from capgate.loops import stop_if_cancelled
 from capgate.model import ErrorCode, Lease, Solution, Task, TaskType
 from capgate.router import Router
 from capgate.solvers.base import SolveError, Solver
@@ -50,6 +49,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        # Set before the loop is cancelled: redis-py can swallow a cancellation that lands
+        # inside a command, and the loop must end all the same.
+        self._stopping = False
         self._key_names: dict[int, str] = {}
         self._labels = labels
 
@@ -63,6 +65,7 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop pulling work and cancel what is in flight; its leases expire and requeue."""
+        self._stopping = True
         tasks = [t for t in (self._loop_task, *self._running) if t is not None]
         for task in tasks:
             task.cancel()
@@ -72,7 +75,7 @@ class Dispatcher:
 
     async def _pull_forever(self) -> None:
         types = self.router.task_types
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 free = self.capacity - len(self._running)
@@ -82,7 +85,6 @@ class Dispatcher:
             except Exception:
                 log.exception("leasing failed; trying again shortly")
                 leases = []
-            stop_if_cancelled()
             for lease in leases:
                 task = asyncio.create_task(self._run_logged(lease))
                 self._running.add(task)

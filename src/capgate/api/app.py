@@ -37,7 +37,6 @@ from capgate.dialects import JSON_DIALECTS, JSON_PREFIXES, anticaptcha
 from capgate.dispatch import Dispatcher
 from capgate.keys import admin_key
 from capgate.logs import request_id
-from capgate.loops import stop_if_cancelled
 from capgate.model import CapgateError, ErrorCode
 from capgate.router import Router
 from capgate.service import Service
@@ -130,6 +129,7 @@ class App:
         if settings.test_clock:
             self.routes.add("/_test/clock", Route(self._advance_clock, _plain_error))
         self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
         self._poll_flusher: asyncio.Task[None] | None = None
 
     # --- lifespan ---------------------------------------------------------------------
@@ -161,6 +161,7 @@ class App:
 
     async def shutdown(self) -> None:
         """Stop background work, write the counted polls and close the store."""
+        self._stopping = True
         for job in (self._sweeper, self._poll_flusher):
             if job is not None:
                 job.cancel()
@@ -185,23 +186,23 @@ class App:
         if self.dispatcher is not None:
             self.dispatcher.wake()
 
+    # Both loops also end on `_stopping`, set before they are cancelled: redis-py can
+    # swallow a cancellation that lands inside a command, and shutdown waits for them.
     async def _flush_polls_forever(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(POLL_FLUSH_SECONDS)
             try:
                 await self.service.polls.flush()
             except Exception:
                 log.exception("could not write poll counts; keeping them for the next try")
-            stop_if_cancelled()
 
     async def _sweep_forever(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.sweep_interval_seconds)
             try:
                 await self.service.maintain()
             except Exception:
                 log.exception("maintenance pass failed; trying again next interval")
-            stop_if_cancelled()
 
     # --- ASGI -------------------------------------------------------------------------
 
