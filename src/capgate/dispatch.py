@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from capgate.clock import Clock
 from capgate.config import Settings
@@ -211,9 +211,33 @@ class Dispatcher:
                 return policies[name]
         return self.settings.routing_policy
 
+    async def _recorded(self, task_id: int, write: Callable[[], Awaitable[bool]]) -> bool:
+        """Run a fenced write of a task's outcome (complete, fail), again and again while
+        the store cannot be reached, for at most one lease's time.
+
+        Running it twice is harmless: once one has landed, the fence refuses the next (it
+        answers False, as for a lost lease). Giving up at once would leave the task leased,
+        its answer lost, until the lease ran out and the task was solved again.
+        """
+        delay, give_up = 0.05, time.monotonic() + self.settings.lease_seconds
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                if self._stopping or time.monotonic() + delay > give_up:
+                    raise
+                log.warning("task %d: could not record the outcome (%s); again", task_id, exc)
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+
     async def _complete(self, lease: Lease, solver: Solver, solution: Solution) -> None:
         task = lease.task
-        if await self.store.complete(task.id, lease.token, solution, solver.name, self.clock.now()):
+
+        def complete() -> Awaitable[bool]:
+            now = self.clock.now()
+            return self.store.complete(task.id, lease.token, solution, solver.name, now)
+
+        if await self._recorded(task.id, complete):
             self.router.charge(solver, task.type)
             if (
                 self._labels is not None
@@ -228,16 +252,19 @@ class Dispatcher:
             log.info("task %d: late answer from %s ignored (lease lost)", task.id, solver.name)
 
     async def _fail(self, lease: Lease, error: SolveError, solver: str = "none") -> None:
-        await self.store.fail(
-            lease.task.id,
-            lease.token,
-            error.code,
-            error.description,
-            solver,
-            self.clock.now(),
-            retry=error.retry,
-            max_attempts=self.settings.max_attempts,
-        )
+        def fail() -> Awaitable[bool]:
+            return self.store.fail(
+                lease.task.id,
+                lease.token,
+                error.code,
+                error.description,
+                solver,
+                self.clock.now(),
+                retry=error.retry,
+                max_attempts=self.settings.max_attempts,
+            )
+
+        await self._recorded(lease.task.id, fail)
 
 
 class _LeaseLost(Exception):

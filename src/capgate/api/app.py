@@ -266,11 +266,14 @@ class App:
         return Response(b'{"status":"ok"}')
 
     async def _metrics(self, request: Request) -> Response:
-        depth = await self.store.queue_depth()
-        body = self.service.metrics.render(
-            {"capgate_queue_depth": ("Tasks waiting in the queue", float(depth))},
-            self.router,
-        )
+        gauges: dict[str, tuple[str, float]] = {}
+        try:
+            depth = await self.store.queue_depth()
+            gauges["capgate_queue_depth"] = ("Tasks waiting in the queue", float(depth))
+        except Exception as exc:
+            # The store is down (Redis stopped): this process's own figures still answer.
+            log.warning("metrics without the queue depth: %s", exc)
+        body = self.service.metrics.render(gauges, self.router)
         return Response(body, content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
     async def _advance_clock(self, request: Request) -> Response:

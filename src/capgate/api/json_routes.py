@@ -55,7 +55,15 @@ def mount_root(
 
     def root(method: str) -> Handler:
         async def handler(request: Request) -> Response:
-            chosen = await key_dialect(request)
+            try:
+                chosen = await key_dialect(request)
+            except Exception:
+                # The store failed (Redis down): the dialect handlers' guard is not around
+                # this lookup, so answer its temporary error here, in the default dialect.
+                log.exception("unexpected error on %s", request.path)
+                service.metrics.request("root", ErrorCode.INTERNAL.value)
+                error = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
+                return _error_renderer(default)(error)
             dialect, table = default, default_handlers
             if chosen is not None and chosen in tables:
                 dialect, table = by_name[chosen], tables[chosen]
