@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -540,7 +541,6 @@ async def test_redis_indexes_queues_written_before_fair_leasing(redis_url: str) 
 
 
 async def test_one_maintenance_holder_at_a_time(make_store: Callable[[], Store]) -> None:
-    import asyncio
 
     first, second = make_store(), make_store()
     await first.open()
@@ -634,6 +634,9 @@ async def test_sqlite_reads_what_another_process_wrote(tmp_path: Path) -> None:
         assert unchanged is not None and unchanged.polls == 0
         (lease,) = await writer.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
         assert await writer.complete(task.id, lease.token, Solution(text="AB"), "ocr", T0 + 1)
+        # The reader asks SQLite once per event-loop turn; a request that follows the write
+        # comes in a later turn.
+        await asyncio.sleep(0)
         done = await reader.get_task(task.id)
         assert done is not None and done.status is TaskStatus.READY and done.polls == 0
         await reader.add_polls({task.id: 2})
@@ -644,8 +647,37 @@ async def test_sqlite_reads_what_another_process_wrote(tmp_path: Path) -> None:
         await writer.close()
 
 
+async def test_an_id_read_as_missing_is_found_once_created(store: Store) -> None:
+    # A client may poll an id before it exists; a store that remembers "missing" must
+    # forget it when that id is created.
+    key = await new_key(store)
+    first = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    assert await store.get_task(first.id + 1) is None
+    assert await store.get_task(first.id + 1) is None
+    second = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    assert second.id == first.id + 1
+    found = await store.get_task(second.id)
+    assert found is not None and found.status is TaskStatus.QUEUED
+
+
+async def test_sqlite_finds_an_id_another_process_created(tmp_path: Path) -> None:
+    reader, writer = SqliteStore(tmp_path / "shared.db"), SqliteStore(tmp_path / "shared.db")
+    await reader.open()
+    await writer.open()
+    try:
+        key = await new_key(writer)
+        first = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+        assert await reader.get_task(first.id + 1) is None
+        second = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+        await asyncio.sleep(0)  # a later request, in a later event-loop turn
+        found = await reader.get_task(second.id)
+        assert found is not None and found.id == first.id + 1
+    finally:
+        await reader.close()
+        await writer.close()
+
+
 async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 3.0) -> None:
-    import asyncio
     import time
 
     deadline = time.monotonic() + seconds

@@ -207,11 +207,12 @@ class SqliteStore(Store):
         self._db: sqlite3.Connection | None = None
         # Creates waiting for the next group commit, with the futures that answer them.
         self._creates: list[tuple[_NewTask, asyncio.Future[Task]]] = []
-        # Tasks as last read, for polls (see get_task). This connection's writes drop the
-        # tasks they touch; another connection's commit changes SQLite's data_version,
-        # which drops them all.
-        self._read: dict[int, Task] = {}
+        # Tasks as last read, for polls (see get_task), and None for ids found missing.
+        # This connection's writes drop the tasks they touch (its inserts, the new ids);
+        # another connection's commit changes SQLite's data_version, which drops them all.
+        self._read: dict[int, Task | None] = {}
         self._data_version = -1
+        self._version_checked = False  # in this event-loop turn (see _check_version)
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
 
@@ -348,6 +349,8 @@ class SqliteStore(Store):
                 if not created.done():
                     created.set_exception(failed)
             return
+        # The new ids may have been read as missing (a client guessing ahead).
+        self._changed(task.id for task in outcomes if isinstance(task, Task))
         for (_, created), outcome in zip(batch, outcomes, strict=True):
             if created.done():  # The caller went away; its task stands all the same.
                 continue
@@ -403,22 +406,41 @@ class SqliteStore(Store):
         """The task without its body, from memory while nothing has written to it.
 
         A poll is the most frequent request there is; reading the row and building its
-        Task costs several times what asking SQLite whether anything changed does."""
-        (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        Task costs several times what asking SQLite whether anything changed does, and
+        that question is asked once per event-loop turn (see _check_version)."""
         read = self._read
-        if version != self._data_version:
-            read.clear()
-            self._data_version = version
-        task = read.get(task_id)
-        if task is None:
+        if not self._version_checked:
+            self._check_version()
+        if task_id in read:
+            task = read[task_id]
+        else:
             row = self.db.execute(_Q.task_by_id, (task_id,)).fetchone()
-            if row is None:
-                return None
-            task = _task(row)
+            task = None if row is None else _task(row)
             if len(read) >= _READ_CACHE_SIZE:
                 read.clear()
             read[task_id] = task
-        return msgspec.structs.replace(task)  # A copy: callers change theirs (polls).
+        # A copy: callers change theirs (polls).
+        return None if task is None else msgspec.structs.replace(task)
+
+    def _check_version(self) -> None:
+        """Drop every copy if another connection committed since the last check, and
+        trust the answer for the rest of this event-loop turn.
+
+        That is exact, not a loose cache: every request served in this turn arrived before
+        the turn began, so before the check; a commit that a client saw finish before it
+        sent its request is seen. The next turn asks again (a callback scheduled now runs
+        before any request that arrives after it). Under load dozens of polls share one
+        check, which alone cost a tenth of a poll.
+        """
+        (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        if version != self._data_version:
+            self._read.clear()
+            self._data_version = version
+        self._version_checked = True
+        asyncio.get_running_loop().call_soon(self._forget_version_check)
+
+    def _forget_version_check(self) -> None:
+        self._version_checked = False
 
     def _changed(self, task_ids: Iterable[int]) -> None:
         """This connection wrote these tasks: their copies in memory are stale."""
