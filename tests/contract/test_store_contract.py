@@ -716,6 +716,48 @@ async def test_redis_nodes_keep_copies_in_step_with_each_others_writes(
     assert polled is not None and polled.polls == 3
 
 
+async def test_redis_polls_of_one_task_share_one_read(
+    two_nodes: tuple[Store, Store], redis_url: str
+) -> None:
+    # Under load a poll arrives during every round trip: if each started its own read and
+    # only the latest could be kept, no copy would ever be kept. They wait for the one.
+    import redis.asyncio as aioredis
+
+    writer, reader = two_nodes
+    key = await new_key(writer)
+    task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await admin.config_resetstat()
+        polls = await asyncio.gather(*(reader.get_task(task.id) for _ in range(50)))
+        reads = (await admin.info("commandstats"))["cmdstat_hmget"]["calls"]
+    finally:
+        await admin.aclose()
+    assert reads == 1
+    assert all(p is not None and p.id == task.id and p.polls == 0 for p in polls)
+    assert polls[0] is not None
+    polls[0].polls = 7  # each caller's copy is its own
+    assert all(p is not None and p.polls == 0 for p in polls[1:])
+    again = await reader.get_task(task.id)
+    assert again is not None and again.polls == 0
+
+
+async def test_redis_a_poll_whose_shared_read_is_cancelled_reads_for_itself(
+    two_nodes: tuple[Store, Store],
+) -> None:
+    writer, reader = two_nodes
+    key = await new_key(writer)
+    task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    first = asyncio.ensure_future(reader.get_task(task.id))
+    await asyncio.sleep(0)  # its read is under way
+    second = asyncio.ensure_future(reader.get_task(task.id))
+    await asyncio.sleep(0)  # it waits for the first's read
+    first.cancel()  # as when a client hangs up
+    found = await asyncio.wait_for(second, 5)
+    assert found is not None and found.id == task.id
+    assert first.cancelled()
+
+
 async def test_redis_serves_no_copies_while_change_messages_are_lost(
     two_nodes: tuple[Store, Store], redis_url: str
 ) -> None:

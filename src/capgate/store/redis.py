@@ -14,6 +14,7 @@ measured by one clock however far the nodes' clocks drift apart. A store opened 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, cast
 
@@ -36,7 +37,7 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import Store, idempotency_conflict
-from capgate.store.redis_tracking import TrackedTasks
+from capgate.store.redis_tracking import FetchAbandoned, TrackedTasks
 
 P = "{cg}"  # The hash tag every key carries.
 # A task's fields but its image: what a read returns (only a lease hands out the image).
@@ -602,20 +603,27 @@ class RedisStore(Store):
 
     async def get_task(self, task_id: int) -> Task | None:
         tracked = self._tracked
-        if tracked is not None and (copy := tracked.get(task_id)) is not None:
+        if tracked is None:
+            return await self._read_task(task_id)
+        if (copy := tracked.get(task_id)) is not None:
             return copy
-        placeholder = tracked.fetching(task_id) if tracked is not None else None
-        key = f"{P}:task:{task_id}"
+        if (pending := tracked.in_flight(task_id)) is not None:
+            with contextlib.suppress(FetchAbandoned):
+                found = await asyncio.shield(pending)
+                return None if found is None else msgspec.structs.replace(found)
+        fetch = tracked.fetching(task_id)
         try:
-            values = await self._batched(lambda pipe: pipe.hmget(key, _FIELDS))
+            task = await self._read_task(task_id)
         except BaseException:
-            if tracked is not None:
-                tracked.fetched(task_id, placeholder, None)
+            tracked.abandoned(task_id, fetch)
             raise
-        task = None if values[0] is None else _task_from_fields(values)
-        if tracked is not None:
-            tracked.fetched(task_id, placeholder, task)
+        tracked.fetched(task_id, fetch, task)
         return task
+
+    async def _read_task(self, task_id: int) -> Task | None:
+        key = f"{P}:task:{task_id}"
+        values = await self._batched(lambda pipe: pipe.hmget(key, _FIELDS))
+        return None if values[0] is None else _task_from_fields(values)
 
     def _changed(self, task_ids: Iterable[int]) -> None:
         """This node wrote these tasks: drop its copies now (Redis' message comes later)."""
