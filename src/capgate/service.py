@@ -76,6 +76,7 @@ class Service:
         self.rate_limiter = RateLimiter(settings.max_creates_per_second)
         # By secret, so a hit costs no hashing (a second's worth, in this process only).
         self._known_keys: dict[str, tuple[float, Key]] = {}
+        self._refreshing: set[str] = set()  # secrets whose key is being read again
         self._background: set[asyncio.Future[None]] = set()
         self._last_polls: dict[int, float] = {}  # task id -> when it was last polled
         # Names this process when nodes that share a store take turns at the sweeps.
@@ -90,16 +91,27 @@ class Service:
 
         Found keys are remembered for a second: a request may authenticate twice (the root
         first asks which dialect the key speaks), and a balance read from here is only ever
-        a hint; the store checks balances atomically.
+        a hint; the store checks balances atomically. When a key's second is up, one
+        request reads it again while the others go on with the old copy for at most one
+        more second (a busy key's every request at once used to read it).
         """
         now = time.monotonic()
         cached = self._known_keys.get(secret)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None:
+            fresh_until, known = cached
+            if fresh_until > now:
+                return known
+            if secret in self._refreshing and now < fresh_until + _KEY_CACHE_SECONDS:
+                return known
         digest = hash_secret(secret)
-        key = await self.store.key_by_hash(digest)
+        self._refreshing.add(secret)
+        try:
+            key = await self.store.key_by_hash(digest)
+        finally:
+            self._refreshing.discard(secret)
         # The lookup is by digest; the final comparison is constant-time all the same.
         if key is None or not hmac.compare_digest(key.key_hash, digest):
+            self._known_keys.pop(secret, None)
             raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "The API key does not exist")
         if len(self._known_keys) >= _KEY_CACHE_SIZE:
             self._known_keys.clear()
