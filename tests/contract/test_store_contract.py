@@ -758,6 +758,42 @@ async def test_redis_a_poll_whose_shared_read_is_cancelled_reads_for_itself(
     assert first.cancelled()
 
 
+async def test_redis_store_logs_in_and_uses_the_database_its_url_names(redis_server: str) -> None:
+    # Every connection the store opens (redis-py's pool, the shared pipelined one, the
+    # tracking one) must authenticate and, where it reads or writes, select the database.
+    import redis.asyncio as aioredis
+
+    from capgate.store.redis import RedisStore
+
+    admin = aioredis.Redis.from_url(f"{redis_server}/3")
+    await admin.flushdb()
+    await admin.acl_setuser(
+        "capgate-test",
+        enabled=True,
+        passwords=["+s3cret"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all"],
+    )
+    store = RedisStore(redis_server.replace("redis://", "redis://capgate-test:s3cret@") + "/3")
+    await store.open()
+    try:
+        assert store._tracked is not None and store._tracked.live
+        # The tracking connection logged in as the URL's user too.
+        clients = await admin.client_list()
+        assert any(c["user"] == "capgate-test" and "t" in c["flags"] for c in clients), clients
+        key = await new_key(store)
+        task = await create(store, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+        found = await store.get_task(task.id)
+        assert found is not None and found.id == task.id
+        assert await admin.exists(f"{{cg}}:task:{task.id}") == 1  # in database 3
+    finally:
+        await store.close()
+        await admin.acl_deluser("capgate-test")
+        await admin.flushdb()
+        await admin.aclose()
+
+
 async def test_redis_serves_no_copies_while_change_messages_are_lost(
     two_nodes: tuple[Store, Store], redis_url: str
 ) -> None:

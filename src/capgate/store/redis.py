@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, cast
 
 import hiredis
@@ -37,6 +37,7 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import Store, idempotency_conflict
+from capgate.store.redis_pipe import SharedConnection
 from capgate.store.redis_tracking import FetchAbandoned, TrackedTasks
 
 P = "{cg}"  # The hash tag every key carries.
@@ -442,9 +443,8 @@ class RedisStore(Store):
         self._server_time = "1" if server_time else "0"
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        # Commands waiting to share one pipeline (see _batched), and the batches in flight.
-        self._pending: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
-        self._jobs: set[asyncio.Future[None]] = set()
+        # The connection that polls' reads and creates share (see _hot).
+        self._shared: SharedConnection | None = None
         # Copies of tasks for polls, while Redis reports every change (see redis_tracking).
         self._tracked: TrackedTasks | None = None
 
@@ -476,6 +476,7 @@ class RedisStore(Store):
         await self._redis.script_load(_CREATE)
         await self._run("index_queues", None, *(t.value for t in TaskType))
         if "ssl" not in pool.connection_class.__name__.lower():
+            self._shared = SharedConnection(dict(pool.connection_kwargs))
             self._tracked = TrackedTasks(f"{P}:task:", dict(pool.connection_kwargs))
             await self._tracked.start()
 
@@ -483,6 +484,9 @@ class RedisStore(Store):
         if self._tracked is not None:
             await self._tracked.stop()
             self._tracked = None
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -557,7 +561,7 @@ class RedisStore(Store):
         expires_at: float,
         idempotency: tuple[str, bytes] | None = None,
     ) -> Task:
-        args = [
+        args = (
             key_id,
             spec.type.value,
             _encoder.encode(spec.params),
@@ -568,12 +572,10 @@ class RedisStore(Store):
             repr(expires_at),
             idempotency[0] if idempotency else "",
             idempotency[1].hex() if idempotency else "",
-        ]
+        )
         sha = self._scripts["create"].sha
         try:
-            answer = await self._batched(
-                lambda pipe: pipe.evalsha(sha, 1, f"{P}:seq:tasks", *self._args(now, tuple(args)))
-            )
+            answer = await self._hot("EVALSHA", sha, 1, f"{P}:seq:tasks", *self._args(now, args))
         except NoScriptError:  # Redis restarted and forgot its scripts: nothing ran.
             answer = await self._run("create", now, *args)
         outcome = answer[0].decode()
@@ -622,7 +624,7 @@ class RedisStore(Store):
 
     async def _read_task(self, task_id: int) -> Task | None:
         key = f"{P}:task:{task_id}"
-        values = await self._batched(lambda pipe: pipe.hmget(key, _FIELDS))
+        values = await self._hot("HMGET", key, *_FIELDS)
         return None if values[0] is None else _task_from_fields(values)
 
     def _changed(self, task_ids: Iterable[int]) -> None:
@@ -630,44 +632,12 @@ class RedisStore(Store):
         if self._tracked is not None:
             self._tracked.changed(task_ids)
 
-    async def _batched(self, add: Callable[[Any], Any]) -> Any:
-        """Run one command (`add` puts it on a pipeline) in a pipeline it shares with every
-        command issued in the same event-loop turn: one round trip and one pass through
-        redis-py for all of them, where each call alone costs ~150 µs of CPU (PERF.md).
-        The pipeline is not a transaction: each command, each script, stays atomic alone."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((add, done))
-        if len(self._pending) == 1:
-            loop.call_soon(self._send_pending)
-        return await done
-
-    def _send_pending(self) -> None:
-        batch, self._pending = self._pending, []
-        job = asyncio.ensure_future(self._send_batch(batch))
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
-
-    async def _send_batch(
-        self, batch: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]]
-    ) -> None:
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for add, _ in batch:
-                    add(pipe)
-                answers = await pipe.execute(raise_on_error=False)
-        except Exception as failed:
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(failed)
-            return
-        for (_, done), answer in zip(batch, answers, strict=True):
-            if done.done():
-                continue
-            if isinstance(answer, Exception):
-                done.set_exception(answer)
-            else:
-                done.set_result(answer)
+    async def _hot(self, *command: Any) -> Any:
+        """A poll's read or a create: on the connection every request shares, pipelined
+        with the others of this event-loop turn (over TLS, through redis-py's pool)."""
+        if self._shared is not None:
+            return await self._shared.call(*command)
+        return await self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
 
     async def recent_tasks(self, limit: int) -> list[Task]:
         # Ids come from one counter, so the newest tasks are the highest ids still stored.

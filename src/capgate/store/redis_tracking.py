@@ -29,6 +29,7 @@ import hiredis
 import msgspec
 
 from capgate.model import Task
+from capgate.store.redis_pipe import login_commands
 
 log = logging.getLogger("capgate.store.redis")
 
@@ -158,7 +159,7 @@ class TrackedTasks:
             return await _next_reply(reader, parser)
 
         try:
-            for command in self._login():
+            for command in login_commands(self._connection):
                 await call(*command)
             client_id = await call("CLIENT", "ID")
             await call(
@@ -192,14 +193,6 @@ class TrackedTasks:
         if c.get("path"):
             return await asyncio.open_unix_connection(c["path"])
         return await asyncio.open_connection(c.get("host", "localhost"), c.get("port", 6379))
-
-    def _login(self) -> list[tuple[Any, ...]]:
-        c = self._connection
-        if c.get("password"):
-            if c.get("username"):
-                return [("AUTH", c["username"], c["password"])]
-            return [("AUTH", c["password"])]
-        return []
 
 
 async def _next_reply(reader: asyncio.StreamReader, parser: hiredis.Reader) -> Any:
