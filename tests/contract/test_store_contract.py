@@ -618,33 +618,39 @@ async def test_redis_expires_a_task_itself_when_no_node_sweeps(redis_url: str) -
     await store.close()
 
 
-async def test_sqlite_reads_what_another_process_wrote(tmp_path: Path) -> None:
-    # Two connections to one file, as with `capgate serve --workers 2`: a task one has
-    # read (and keeps in memory) and the other finishes is read finished by the first.
+@pytest.fixture
+async def two_sqlite_connections(tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
+    """A reader and a writer on one file, as two `capgate serve --workers 2` processes."""
     reader, writer = SqliteStore(tmp_path / "shared.db"), SqliteStore(tmp_path / "shared.db")
     await reader.open()
     await writer.open()
-    try:
-        key = await new_key(writer)
-        task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
-        seen = await reader.get_task(task.id)
-        assert seen is not None and seen.status is TaskStatus.QUEUED
-        seen.polls = 99  # a caller's copy is its own
-        unchanged = await reader.get_task(task.id)
-        assert unchanged is not None and unchanged.polls == 0
-        (lease,) = await writer.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
-        assert await writer.complete(task.id, lease.token, Solution(text="AB"), "ocr", T0 + 1)
-        # The reader asks SQLite once per event-loop turn; a request that follows the write
-        # comes in a later turn.
-        await asyncio.sleep(0)
-        done = await reader.get_task(task.id)
-        assert done is not None and done.status is TaskStatus.READY and done.polls == 0
-        await reader.add_polls({task.id: 2})
-        again = await writer.get_task(task.id)
-        assert again is not None and again.polls == 2
-    finally:
-        await reader.close()
-        await writer.close()
+    yield reader, writer
+    await reader.close()
+    await writer.close()
+
+
+async def test_sqlite_reads_what_another_process_wrote(
+    two_sqlite_connections: tuple[Store, Store],
+) -> None:
+    # A task one has read (and keeps in memory) and the other finishes is read finished.
+    reader, writer = two_sqlite_connections
+    key = await new_key(writer)
+    task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    seen = await reader.get_task(task.id)
+    assert seen is not None and seen.status is TaskStatus.QUEUED
+    seen.polls = 99  # a caller's copy is its own
+    unchanged = await reader.get_task(task.id)
+    assert unchanged is not None and unchanged.polls == 0
+    (lease,) = await writer.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    assert await writer.complete(task.id, lease.token, Solution(text="AB"), "ocr", T0 + 1)
+    # The reader asks SQLite once per event-loop turn; a request that follows the write
+    # comes in a later turn.
+    await asyncio.sleep(0)
+    done = await reader.get_task(task.id)
+    assert done is not None and done.status is TaskStatus.READY and done.polls == 0
+    await reader.add_polls({task.id: 2})
+    again = await writer.get_task(task.id)
+    assert again is not None and again.polls == 2
 
 
 async def test_an_id_read_as_missing_is_found_once_created(store: Store) -> None:
@@ -660,21 +666,17 @@ async def test_an_id_read_as_missing_is_found_once_created(store: Store) -> None
     assert found is not None and found.status is TaskStatus.QUEUED
 
 
-async def test_sqlite_finds_an_id_another_process_created(tmp_path: Path) -> None:
-    reader, writer = SqliteStore(tmp_path / "shared.db"), SqliteStore(tmp_path / "shared.db")
-    await reader.open()
-    await writer.open()
-    try:
-        key = await new_key(writer)
-        first = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
-        assert await reader.get_task(first.id + 1) is None
-        second = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
-        await asyncio.sleep(0)  # a later request, in a later event-loop turn
-        found = await reader.get_task(second.id)
-        assert found is not None and found.id == first.id + 1
-    finally:
-        await reader.close()
-        await writer.close()
+async def test_sqlite_finds_an_id_another_process_created(
+    two_sqlite_connections: tuple[Store, Store],
+) -> None:
+    reader, writer = two_sqlite_connections
+    key = await new_key(writer)
+    first = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    assert await reader.get_task(first.id + 1) is None
+    second = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+    await asyncio.sleep(0)  # a later request, in a later event-loop turn
+    found = await reader.get_task(second.id)
+    assert found is not None and found.id == first.id + 1
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 3.0) -> None:
