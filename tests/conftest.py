@@ -81,6 +81,54 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(10)
 
 
+@pytest.fixture(scope="session")
+def tls_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server that speaks only TLS, with a certificate from a CA made here; a
+    rediss:// URL that trusts that CA. Needs redis-server and openssl (both in CI)."""
+    needed = {name: shutil.which(name) for name in ("redis-server", "openssl")}
+    missing = [name for name, path in needed.items() if path is None]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{', '.join(missing)} not installed, and CI must test Redis over TLS")
+        pytest.skip(f"{', '.join(missing)} not installed")
+    work = tmp_path_factory.mktemp("redis-tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
+
+    subj = ["-nodes", "-newkey", "rsa:2048", "-days", "2"]
+    openssl("req", "-x509", *subj, "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test CA")
+    openssl("req", *subj, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (work / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2",
+            "-extfile", "san.cnf")  # fmt: skip
+    port = free_port()
+    process = subprocess.Popen(
+        [str(needed["redis-server"]), "--port", "0", "--tls-port", str(port),
+         "--bind", "127.0.0.1", "--tls-cert-file", "server.crt", "--tls-key-file",
+         "server.key", "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no",
+         "--save", "", "--appendonly", "no", "--dir", str(work)],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    import redis
+
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={work / 'ca.crt'}"
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    client.close()
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
 @pytest.fixture
 def redis_url(redis_server: str) -> str:
     """An empty Redis database for one test."""

@@ -796,6 +796,44 @@ async def test_redis_store_logs_in_and_uses_the_database_its_url_names(redis_ser
         await admin.aclose()
 
 
+async def test_redis_over_tls_shares_reads_and_keeps_copies_in_step(tls_redis_url: str) -> None:
+    # A rediss:// URL: redis-py's pool, the shared connection and the tracking connection
+    # all speak TLS with the URL's settings (here, the test CA), and polls are still
+    # served from copies that another node's write drops.
+    from capgate.store.redis import RedisStore
+
+    writer, reader = RedisStore(tls_redis_url), RedisStore(tls_redis_url)
+    await writer.open()
+    await reader.open()
+    try:
+        assert reader._tracked is not None and reader._tracked.live
+        key = await new_key(writer, name=f"tls-{T0}")
+        task = await create(writer, key.id, IMAGE, 1, "ip", T0, T0 + 120)
+        first = await reader.get_task(task.id)
+        assert first is not None and first.status is TaskStatus.QUEUED
+        assert reader._tracked.get(task.id) is not None
+        (lease,) = await writer.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+        assert await writer.complete(task.id, lease.token, Solution(text="AB"), "ocr", T0 + 1)
+
+        async def ready() -> bool:
+            seen = await reader.get_task(task.id)
+            return seen is not None and seen.status is TaskStatus.READY
+
+        await _eventually(ready)
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_redis_over_tls_checks_the_servers_certificate(tls_redis_url: str) -> None:
+    from capgate.store.redis import RedisStore
+
+    untrusting = RedisStore(tls_redis_url.partition("?")[0])  # no CA: the test CA is unknown
+    with pytest.raises(Exception, match=r"(?i)certificate"):
+        await untrusting.open()
+    await untrusting.close()
+
+
 async def test_redis_serves_no_copies_while_change_messages_are_lost(
     two_nodes: tuple[Store, Store], redis_url: str
 ) -> None:

@@ -37,7 +37,7 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import Store, idempotency_conflict
-from capgate.store.redis_pipe import SharedConnection
+from capgate.store.redis_pipe import SharedConnection, tls_context
 from capgate.store.redis_tracking import FetchAbandoned, TrackedTasks
 
 P = "{cg}"  # The hash tag every key carries.
@@ -475,10 +475,11 @@ class RedisStore(Store):
         # Pipelined calls use EVALSHA directly: the scripts must be loaded already.
         await self._redis.script_load(_CREATE)
         await self._run("index_queues", None, *(t.value for t in TaskType))
-        if "ssl" not in pool.connection_class.__name__.lower():
-            self._shared = SharedConnection(dict(pool.connection_kwargs))
-            self._tracked = TrackedTasks(f"{P}:task:", dict(pool.connection_kwargs))
-            await self._tracked.start()
+        connection = dict(pool.connection_kwargs)
+        tls = tls_context(pool.connection_class, connection)
+        self._shared = SharedConnection(connection, tls)
+        self._tracked = TrackedTasks(f"{P}:task:", connection, tls)
+        await self._tracked.start()
 
     async def close(self) -> None:
         if self._tracked is not None:
@@ -634,10 +635,10 @@ class RedisStore(Store):
 
     async def _hot(self, *command: Any) -> Any:
         """A poll's read or a create: on the connection every request shares, pipelined
-        with the others of this event-loop turn (over TLS, through redis-py's pool)."""
-        if self._shared is not None:
-            return await self._shared.call(*command)
-        return await self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
+        with the others of this event-loop turn."""
+        if self._shared is None:
+            raise RuntimeError("the store is not open")
+        return await self._shared.call(*command)
 
     async def recent_tasks(self, limit: int) -> list[Task]:
         # Ids come from one counter, so the newest tasks are the highest ids still stored.

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any
+import ssl
+from typing import Any, cast
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,22 +35,32 @@ def login_commands(connection: dict[str, Any]) -> list[tuple[Any, ...]]:
     return []
 
 
-async def open_stream(connection: dict[str, Any], protocol: asyncio.Protocol) -> asyncio.Transport:
-    """A TCP or Unix-socket connection, as redis-py's settings describe it."""
+async def open_stream(
+    connection: dict[str, Any], protocol: asyncio.Protocol, tls: ssl.SSLContext | None
+) -> asyncio.Transport:
+    """A TCP (maybe TLS) or Unix-socket connection, as redis-py's settings describe it."""
     loop = asyncio.get_running_loop()
     if connection.get("path"):
         transport, _ = await loop.create_unix_connection(lambda: protocol, connection["path"])
     else:
         host, port = connection.get("host", "localhost"), connection.get("port", 6379)
-        transport, _ = await loop.create_connection(lambda: protocol, host, port)
+        transport, _ = await loop.create_connection(lambda: protocol, host, port, ssl=tls)
     return transport
+
+
+def tls_context(connection_class: type[Any], connection: dict[str, Any]) -> ssl.SSLContext | None:
+    """The TLS context redis-py's own connections use for a rediss:// URL (None for redis://
+    and unix://): its certificate and verification settings, built by redis-py itself."""
+    settings = getattr(connection_class(**connection), "ssl_context", None)
+    return None if settings is None else cast(ssl.SSLContext, settings.get())
 
 
 class SharedConnection(asyncio.Protocol):
     """Commands from any coroutine, pipelined on one connection."""
 
-    def __init__(self, connection: dict[str, Any]) -> None:
-        self._connection = connection  # redis-py's connection settings (not TLS)
+    def __init__(self, connection: dict[str, Any], tls: ssl.SSLContext | None) -> None:
+        self._connection = connection  # redis-py's connection settings
+        self._tls = tls
         self._transport: asyncio.Transport | None = None
         self._connecting: asyncio.Future[None] | None = None
         self._reader = hiredis.Reader()
@@ -96,7 +107,7 @@ class SharedConnection(asyncio.Protocol):
 
     async def _open(self) -> None:
         try:
-            transport = await open_stream(self._connection, self)
+            transport = await open_stream(self._connection, self, self._tls)
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
         self._transport = transport

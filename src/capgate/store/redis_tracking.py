@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,10 +46,13 @@ class FetchAbandoned(Exception):
 class TrackedTasks:
     """Task copies valid while Redis' invalidation messages reach this node."""
 
-    def __init__(self, prefix: str, connection: dict[str, Any]) -> None:
+    def __init__(
+        self, prefix: str, connection: dict[str, Any], tls: ssl.SSLContext | None = None
+    ) -> None:
         self._prefix = prefix.encode()  # e.g. b"{cg}:task:"
-        # host and port, or path; username, password (TLS connections are not tracked).
+        # host and port, or path; username, password; TLS as redis-py's connections use it.
         self._connection = connection
+        self._tls = tls
         self._tasks: dict[int, Task] = {}
         self._fetching: dict[int, asyncio.Future[Task | None]] = {}
         self._live = False
@@ -192,7 +196,9 @@ class TrackedTasks:
         c = self._connection
         if c.get("path"):
             return await asyncio.open_unix_connection(c["path"])
-        return await asyncio.open_connection(c.get("host", "localhost"), c.get("port", 6379))
+        return await asyncio.open_connection(
+            c.get("host", "localhost"), c.get("port", 6379), ssl=self._tls
+        )
 
 
 async def _next_reply(reader: asyncio.StreamReader, parser: hiredis.Reader) -> Any:
