@@ -2,7 +2,7 @@
 commands: a poll's read of a task, and a create.
 
 redis-py spends tens of microseconds of Python on each command, even inside a pipeline
-(its command stack, its connection checkout, its response callbacks): a third of a
+(its command stack, its connection checkout, its response callbacks): about a seventh of a
 createTask's server time went there. This connection is a bare asyncio protocol instead.
 The commands issued in one event-loop turn are packed by hiredis and written in one go;
 hiredis parses the replies, which answer the commands in the order they were sent (Redis
