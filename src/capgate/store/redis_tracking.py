@@ -30,7 +30,7 @@ import hiredis
 import msgspec
 
 from capgate.model import Task
-from capgate.store.redis_pipe import login_commands
+from capgate.store.redis_pipe import login_commands, open_stream
 
 log = logging.getLogger("capgate.store.redis")
 
@@ -193,12 +193,12 @@ class TrackedTasks:
         )
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        c = self._connection
-        if c.get("path"):
-            return await asyncio.open_unix_connection(c["path"])
-        return await asyncio.open_connection(
-            c.get("host", "localhost"), c.get("port", 6379), ssl=self._tls
-        )
+        # Streams over the same connection the shared one opens (TCP, TLS or Unix socket).
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport = await open_stream(self._connection, protocol, self._tls)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 async def _next_reply(reader: asyncio.StreamReader, parser: hiredis.Reader) -> Any:
