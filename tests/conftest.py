@@ -7,14 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import CapgateServer, ServerFactory, free_port
+from tests.support import CapgateServer, ServerFactory, free_port, wait_for_redis
 
 
 @pytest.fixture
@@ -66,16 +65,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    client.close()
+    wait_for_redis(f"redis://127.0.0.1:{port}")
     yield f"redis://127.0.0.1:{port}"
     process.terminate()
     process.wait(10)
@@ -113,17 +103,8 @@ def tls_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    import redis
-
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={work / 'ca.crt'}"
-    client = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    client.close()
+    wait_for_redis(url)
     yield url
     process.terminate()
     process.wait(10)

@@ -41,6 +41,25 @@ def free_port() -> int:
         return port
 
 
+def wait_for_redis(url: str, seconds: float = 10.0) -> None:
+    """Wait until the redis-server at `url` answers PING; fail after `seconds`."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+    finally:
+        client.close()
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `capgate ARGS...` as a separate process and capture what it prints."""
     return subprocess.run(

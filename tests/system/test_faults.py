@@ -20,7 +20,14 @@ import pytest
 
 from capgate.keys import hash_secret
 from capgate.model import Solution, TaskSpec, TaskType
-from tests.support import BOOTSTRAP_KEY, ServerFactory, captchas, free_port, image_task
+from tests.support import (
+    BOOTSTRAP_KEY,
+    ServerFactory,
+    captchas,
+    free_port,
+    image_task,
+    wait_for_redis,
+)
 
 pytestmark = pytest.mark.system
 
@@ -48,19 +55,7 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        import redis
-
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
+        wait_for_redis(f"redis://127.0.0.1:{self.port}")
 
     def stop(self) -> None:
         if self.process is not None:
