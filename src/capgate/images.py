@@ -50,6 +50,10 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]
     return width, height
 
 
+# What image_format answers, which is also the file suffix each is kept under.
+IMAGE_FORMATS = ("png", "gif", "jpg", "webp")
+
+
 def image_format(data: bytes) -> str | None:
     """'png', 'gif', 'jpg' or 'webp' from the first bytes; None for anything else."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -65,18 +69,19 @@ def image_format(data: bytes) -> str | None:
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG, GIF or WEBP header; None for anything else."""
+    kind = image_format(data)
     try:
-        if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if kind == "png":
             if data[12:16] != b"IHDR":
                 return None
             width, height = struct.unpack(">II", data[16:24])
             return width, height
-        if data.startswith((b"GIF87a", b"GIF89a")):
+        if kind == "gif":
             width, height = struct.unpack("<HH", data[6:10])
             return width, height
-        if data.startswith(b"\xff\xd8\xff"):
+        if kind == "jpg":
             return _jpeg_size(data)
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        if kind == "webp":
             return _webp_size(data)
     except struct.error:  # A header cut short.
         return None

@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from capgate.images import image_format
+from capgate.images import IMAGE_FORMATS, image_format
 
 log = logging.getLogger("capgate.labels")
 
@@ -47,7 +47,7 @@ class LabelKeeper:
             log.warning("could not keep the label of task %d: %s", task_id, exc)
 
     def _delete(self, task_id: int) -> None:
-        for suffix in ("png", "jpg", "gif", "webp", "txt"):
+        for suffix in (*IMAGE_FORMATS, "txt"):
             (self.folder / f"{task_id}.{suffix}").unlink(missing_ok=True)
 
 
