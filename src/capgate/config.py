@@ -88,6 +88,19 @@ class Settings:
     # Per-key limits (0: unlimited), answered with the dialect's "no slot" error.
     max_tasks_in_flight: int = 0
     max_creates_per_second: float = 0.0
+    # Free tasks (test site keys, or a type priced 0) move no money, so these bound them
+    # instead, per key: how many may be queued or running (with any other tasks of the
+    # key), how many may be created a second (per server process), and how many bytes of
+    # fields each may carry (the image, if any, has max_image_bytes). 0: no limit.
+    free_tasks_in_flight: int = 20
+    free_tasks_per_second: float = 5.0
+    free_task_max_bytes: int = 16_384
+    # Reports of wrong answers: refunded only within this many seconds of the answer, and
+    # only while the key's refunds stay at most this share of its paid answers (its first
+    # `report_allowance` refunds are always granted). Past either: "report not recorded".
+    report_window_seconds: float = 900.0
+    max_report_share: float = 0.4
+    report_allowance: int = 10
     # The shortest time between two result polls of one task (0: none; real clients poll
     # every 0.2 s or back to back after `ready`, CLIENTS.md), per server process.
     min_poll_interval_seconds: float = 0.0
@@ -120,6 +133,9 @@ class Settings:
     test_keys: bool = True
     # The operators' key for /dashboard and /admin ("": DATA/admin.key, made on first start).
     admin_key: str = ""
+    # A bearer token that GET /metrics must be sent with ("": /metrics is open; its
+    # labels name solvers, providers and workers, so set one on an exposed server).
+    metrics_key: str = ""
     # Routing: the server's policy, and per key name its own.
     routing_policy: str = "priority"
     key_policies: dict[str, str] = dataclasses.field(default_factory=dict)

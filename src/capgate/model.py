@@ -61,6 +61,8 @@ class ErrorCode(enum.StrEnum):
     TASK_NOT_FOUND = "TASK_NOT_FOUND"
     POLL_LIMIT_EXCEEDED = "POLL_LIMIT_EXCEEDED"
     NOT_REPORTABLE = "NOT_REPORTABLE"
+    # A report refused: too late after the answer, or the key reports too large a share.
+    REPORT_NOT_RECORDED = "REPORT_NOT_RECORDED"
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
     NO_SLOT = "NO_SLOT"
     CAPTCHA_UNSOLVABLE = "CAPTCHA_UNSOLVABLE"
@@ -140,6 +142,10 @@ class Key(msgspec.Struct):
     dialect: str | None = None
     # A worker key may lease tasks and report their answers (remote solver processes).
     worker: bool = False
+    # Paid tasks answered, and how many of them were refunded on a report of a wrong
+    # answer: the share that the report cap (Service.report) limits.
+    solved: int = 0
+    refunds: int = 0
 
 
 class Lease(msgspec.Struct):

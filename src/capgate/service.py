@@ -40,7 +40,7 @@ from capgate.model import (
 )
 from capgate.polls import PollCounter
 from capgate.router import Router
-from capgate.store.base import Store
+from capgate.store.base import RefundLimit, Store
 
 log = logging.getLogger("capgate.service")
 
@@ -74,6 +74,8 @@ class Service:
         self.metrics = Metrics()
         self.deliverer: Deliverer | None = None
         self.rate_limiter = RateLimiter(settings.max_creates_per_second)
+        # Free tasks (no debit) have quotas of their own: money cannot bound them.
+        self.free_rate_limiter = RateLimiter(settings.free_tasks_per_second)
         # By secret, so a hit costs no hashing (a second's worth, in this process only).
         self._known_keys: dict[str, tuple[float, Key]] = {}
         self._refreshing: set[str] = set()  # secrets whose key is being read again
@@ -87,7 +89,20 @@ class Service:
         )
 
     async def authenticate(self, secret: str) -> Key:
-        """The key a client secret belongs to, or KEY_DOES_NOT_EXIST.
+        """The client key a secret belongs to, or KEY_DOES_NOT_EXIST.
+
+        A worker key is not a client key: it may lease and answer tasks, never create,
+        read or pay for them (keys have one role each).
+        """
+        key = await self.lookup_key(secret)
+        if key.worker:
+            raise CapgateError(
+                ErrorCode.KEY_DOES_NOT_EXIST, "This is a worker key; it cannot be used as a client"
+            )
+        return key
+
+    async def lookup_key(self, secret: str) -> Key:
+        """The key a secret belongs to, whatever its role, or KEY_DOES_NOT_EXIST.
 
         Found keys are remembered for a second: a request may authenticate twice (the root
         first asks which dialect the key speaks), and a balance read from here is only ever
@@ -154,7 +169,7 @@ class Service:
                 f"No solver here accepts {spec.type.value} tasks with these parameters",
             )
         cost = 0 if solver.free else self.settings.prices[spec.type]
-        await self._check_limits(key)
+        max_in_flight = self._check_limits(key, spec, cost)
         # The store refuses a short balance atomically, before anything is queued.
         now = self.clock.now()
         retention = (
@@ -177,19 +192,34 @@ class Service:
             now + self.settings.task_deadline_seconds,
             now + retention,
             idempotency,
+            max_in_flight,
         )
         self.metrics.task_created(task.type.value)
         if self._on_created is not None:
             self._on_created(task)
         return task
 
-    async def _check_limits(self, key: Key) -> None:
-        limit = self.settings.max_tasks_in_flight
-        if limit > 0 and await self.store.in_flight(key.id) >= limit:
-            raise CapgateError(
-                ErrorCode.NO_SLOT, f"Too many tasks in flight: this key may have {limit}"
-            )
+    def _check_limits(self, key: Key, spec: TaskSpec, cost: int) -> int:
+        """Take the key's rate tokens; the tasks-in-flight limit for the store to enforce
+        (0: none) in the same step as the insert.
+
+        A free task (no debit: test site keys, a type priced 0) is bounded by quotas of
+        its own, since no balance runs out: a rate, a size and a number in flight.
+        """
+        settings = self.settings
+        limits = [settings.max_tasks_in_flight]
+        if cost == 0:
+            size = len(msgspec.json.encode(spec.params)) + len(spec.body or b"")
+            if size > settings.free_task_max_bytes:
+                raise CapgateError(
+                    ErrorCode.BAD_REQUEST,
+                    f"A free task may carry {settings.free_task_max_bytes} bytes of fields;"
+                    f" this one has {size}",
+                )
+            limits.append(settings.free_tasks_in_flight)
+            self.free_rate_limiter.take(key.id)
         self.rate_limiter.take(key.id)
+        return min((n for n in limits if n > 0), default=0)
 
     async def get_result(self, key: Key, task_id: int) -> Task:
         """The key's own task, counting the poll; another key's task is 'not found'.
@@ -246,11 +276,28 @@ class Service:
 
     async def report(self, key: Key, task_id: int, correct: bool) -> Task:
         """Take the key's verdict on its solved task; an incorrect answer is refunded once
-        and passed on to the upstream provider that gave it."""
+        and passed on to the upstream provider that gave it.
+
+        As the vendors do, a report of a wrong answer counts only within a window after
+        the answer (`report_window_seconds`), and a key may have only a share of its paid
+        answers refunded (`max_report_share`, after `report_allowance` refunds): the
+        operator has paid upstream for every answer, right or wrong.
+        """
+        now = self.clock.now()
         before = await self.store.get_task(task_id)
+        if before is not None and before.key_id == key.id and now < before.expires_at:
+            window = self.settings.report_window_seconds
+            late = before.finished_at is not None and now - before.finished_at > window
+            if not correct and before.verdict is None and late:
+                raise CapgateError(
+                    ErrorCode.REPORT_NOT_RECORDED,
+                    f"Report not recorded: wrong answers are refunded only within {window:g} s"
+                    " of the answer",
+                )
         self.finished.drop(task_id)
-        task = await self.store.report(task_id, key.id, correct)
-        if task is None or self.clock.now() >= task.expires_at:
+        limit = RefundLimit(self.settings.max_report_share, self.settings.report_allowance)
+        task = await self.store.report(task_id, key.id, correct, limit)
+        if task is None or now >= task.expires_at:
             raise CapgateError(ErrorCode.TASK_NOT_FOUND, f"Task {task_id} does not exist")
         if task.status is not TaskStatus.READY:
             raise CapgateError(
@@ -305,7 +352,7 @@ class Service:
 
     async def authenticate_worker(self, secret: str) -> Key:
         """The worker key a secret belongs to; a client key cannot lease tasks."""
-        key = await self.authenticate(secret)
+        key = await self.lookup_key(secret)
         if not key.worker:
             raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "This key is not a worker key")
         return key
@@ -318,14 +365,33 @@ class Service:
         lease_seconds: float,
         request_id: str | None,
     ) -> list[Lease]:
-        """Lease tasks to a remote worker; a retried request id gets the same leases back."""
+        """Lease tasks to a remote worker; a retried request id gets the same leases back.
+
+        The lease token is the fence every later call must show, so it must be
+        unguessable and name its worker: `w<worker id>:` and either 128 random bits, or
+        for a request id an HMAC of it under the worker's own key hash (the same on every
+        node, so a retry on another node finds its leases; no other worker can make it).
+        """
         limit = max(1, min(limit, _MAX_WORKER_LEASE))
         lease_seconds = max(1.0, min(lease_seconds, _MAX_WORKER_LEASE_SECONDS))
-        token = f"w{worker.id}:{request_id}" if request_id else None
+        if request_id:
+            mac = hmac.new(worker.key_hash, request_id.encode(), hashlib.sha256).hexdigest()
+            token = f"w{worker.id}:{mac[:32]}"
+        else:
+            token = f"w{worker.id}:{secrets.token_hex(16)}"
         return await self.store.lease(types, limit, lease_seconds, self.clock.now(), token)
 
-    async def extend_for_worker(self, task_id: int, token: str, lease_seconds: float) -> bool:
+    @staticmethod
+    def _holds(worker: Key, token: str) -> bool:
+        """Whether `token` can be one this worker was given (the store checks the rest)."""
+        return token.startswith(f"w{worker.id}:")
+
+    async def extend_for_worker(
+        self, worker: Key, task_id: int, token: str, lease_seconds: float
+    ) -> bool:
         """Keep a worker's lease alive for `lease_seconds` more."""
+        if not self._holds(worker, token):
+            return False
         now = self.clock.now()
         lease_seconds = max(1.0, min(lease_seconds, _MAX_WORKER_LEASE_SECONDS))
         return await self.store.extend_lease(task_id, token, now + lease_seconds, now)
@@ -334,6 +400,8 @@ class Service:
         self, worker: Key, task_id: int, token: str, solution: Solution
     ) -> bool:
         """Record a worker's answer, fenced by its lease token."""
+        if not self._holds(worker, token):
+            return False
         solver = f"worker:{worker.name or worker.id}"
         done = await self.store.complete(task_id, token, solution, solver, self.clock.now())
         if done:
@@ -350,6 +418,8 @@ class Service:
         retry: bool,
     ) -> bool:
         """Record a worker's failure; with `retry`, the task goes back to the queue."""
+        if not self._holds(worker, token):
+            return False
         solver = f"worker:{worker.name or worker.id}"
         done = await self.store.fail(
             task_id,

@@ -21,6 +21,7 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store import MemoryStore, SqliteStore, Store
+from capgate.store.base import RefundLimit
 
 pytestmark = pytest.mark.anyio
 
@@ -866,3 +867,86 @@ async def test_redis_serves_no_copies_while_change_messages_are_lost(
         assert tracked.get(task.id) is not None
     finally:
         await admin.aclose()
+
+
+# --- limits checked in the same step as the write ---------------------------------------
+
+
+async def test_the_in_flight_limit_holds_for_concurrent_creates(store: Store) -> None:
+    key = await new_key(store)
+    creates = [
+        store.create_task(key.id, IMAGE, 0, "ip", T0, T0 + 120, T0 + DAY, max_in_flight=5)
+        for _ in range(40)
+    ]
+    outcomes = await asyncio.gather(*creates, return_exceptions=True)
+    accepted = [o for o in outcomes if isinstance(o, Task)]
+    refused = [o for o in outcomes if isinstance(o, CapgateError)]
+    assert len(accepted) == 5 and len(refused) == 35
+    assert {e.code for e in refused} == {ErrorCode.NO_SLOT}
+    assert await store.in_flight(key.id) == 5
+    # A finished task frees its slot.
+    (lease,) = await store.lease([TaskType.IMAGE_TO_TEXT], 1, 30, T0 + 1)
+    assert await store.complete(lease.task.id, lease.token, Solution(text="a"), "s", T0 + 2)
+    again = await store.create_task(key.id, IMAGE, 0, "ip", T0, T0 + 120, T0 + DAY, max_in_flight=5)
+    assert again.status is TaskStatus.QUEUED
+
+
+async def solved_tasks(store: Store, key: Key, n: int) -> list[Task]:
+    tasks = [await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120) for _ in range(n)]
+    for lease in await store.lease([TaskType.IMAGE_TO_TEXT], n, 30, T0 + 1):
+        assert await store.complete(lease.task.id, lease.token, Solution(text="a"), "s", T0 + 2)
+    return tasks
+
+
+async def test_refunds_stop_at_the_keys_share_of_reports(store: Store) -> None:
+    key = await new_key(store)
+    tasks = await solved_tasks(store, key, 10)
+    limit = RefundLimit(max_share=0.3, allowance=1)
+    # 10 paid answers: the first refund is the allowance, then up to 30% of 10.
+    for task in tasks[:3]:
+        reported = await store.report(task.id, key.id, False, limit)
+        assert reported is not None and reported.verdict is False
+    with pytest.raises(CapgateError) as refused:
+        await store.report(tasks[3].id, key.id, False, limit)
+    assert refused.value.code is ErrorCode.REPORT_NOT_RECORDED
+    after = await store.get_key(key.id)
+    assert after is not None and (after.solved, after.refunds) == (10, 3)
+    assert (after.balance, after.spent) == (10_000 - 7000, 7000)
+    # Nothing was recorded on the refused one: a verdict of "correct" still counts.
+    kept = await store.report(tasks[3].id, key.id, True, limit)
+    assert kept is not None and kept.verdict is True
+
+
+async def test_concurrent_reports_cannot_pass_the_share_together(store: Store) -> None:
+    key = await new_key(store)
+    tasks = await solved_tasks(store, key, 10)
+    limit = RefundLimit(max_share=0.5, allowance=0)
+    outcomes = await asyncio.gather(
+        *(store.report(t.id, key.id, False, limit) for t in tasks), return_exceptions=True
+    )
+    assert sum(isinstance(o, Task) for o in outcomes) == 5
+    after = await store.get_key(key.id)
+    assert after is not None and after.refunds == 5 and after.balance == 10_000 - 5000
+
+
+async def test_sqlite_adds_the_report_counters_to_an_older_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the keys table as the first release made it
+        db.execute(
+            "CREATE TABLE keys (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,"
+            " key_hash BLOB NOT NULL UNIQUE, balance INTEGER NOT NULL,"
+            " spent INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, dialect TEXT,"
+            " worker INTEGER NOT NULL DEFAULT 0)"
+        )
+        db.execute(
+            "INSERT INTO keys (name, key_hash, balance, created_at) VALUES ('old', ?, 5, 1.0)",
+            (hash_secret("old"),),
+        )
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    key = await store.key_by_hash(hash_secret("old"))
+    assert key is not None and (key.balance, key.solved, key.refunds) == (5, 0, 0)
+    await store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
 import itertools
 import logging
 import secrets
@@ -266,6 +267,15 @@ class App:
         return Response(b'{"status":"ok"}')
 
     async def _metrics(self, request: Request) -> Response:
+        wanted = self.settings.metrics_key
+        if wanted:
+            given = request.header(b"authorization") or b""
+            if not hmac.compare_digest(given, b"Bearer " + wanted.encode()):
+                return Response(
+                    b'{"error":"/metrics needs the header Authorization: Bearer <metrics_key>"}',
+                    status=401,
+                    headers=[(b"www-authenticate", b'Bearer realm="capgate metrics"')],
+                )
         gauges: dict[str, tuple[str, float]] = {}
         try:
             depth = await self.store.queue_depth()

@@ -49,7 +49,7 @@ def mount_root(
     async def key_dialect(request: Request) -> str | None:
         try:
             secret = _key_peek.decode(request.body).clientKey
-            return (await service.authenticate(secret)).dialect if secret else None
+            return (await service.lookup_key(secret)).dialect if secret else None
         except (msgspec.DecodeError, RecursionError, CapgateError):
             return None  # The default handler answers the problem in its own terms.
 

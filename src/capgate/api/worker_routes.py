@@ -121,8 +121,10 @@ def mount_workers(routes: Routes, service: Service) -> None:
 
     async def extend(request: Request) -> Response:
         asked: ExtendRequest = _decode(request.body, ExtendRequest)
-        await service.authenticate_worker(asked.workerKey)
-        held = await service.extend_for_worker(asked.taskId, asked.token, asked.leaseSeconds)
+        worker = await service.authenticate_worker(asked.workerKey)
+        held = await service.extend_for_worker(
+            worker, asked.taskId, asked.token, asked.leaseSeconds
+        )
         return Response(_OK if held else _LATE)
 
     async def complete(request: Request) -> Response:

@@ -78,6 +78,7 @@ _CODES: dict[type[CaptchaError], tuple[str, ...]] = {
         "IMAGE_TOO_LARGE",
         "IMAGE_CORRUPTED",
         "IDEMPOTENCY_CONFLICT",
+        "REPORT_NOT_RECORDED",
     ),
 }
 ERROR_CLASSES: dict[str, type[CaptchaError]] = {

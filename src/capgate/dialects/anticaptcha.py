@@ -45,6 +45,8 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.TASK_NOT_FOUND: (16, "ERROR_NO_SUCH_CAPCHA_ID"),
     ErrorCode.POLL_LIMIT_EXCEEDED: (16, "ERROR_NO_SUCH_CAPCHA_ID"),
     ErrorCode.NOT_REPORTABLE: (16, "ERROR_NO_SUCH_CAPCHA_ID"),
+    # Anti-Captcha's answer to a report past its window or its confirmation ratio.
+    ErrorCode.REPORT_NOT_RECORDED: (16, "ERROR_NO_SUCH_CAPCHA_ID"),
     ErrorCode.IDEMPOTENCY_CONFLICT: (110, "ERROR_BAD_PARAMETERS"),
     ErrorCode.NO_SLOT: (2, "ERROR_NO_SLOT_AVAILABLE"),
     ErrorCode.TASK_ABSENT: (22, "ERROR_TASK_ABSENT"),

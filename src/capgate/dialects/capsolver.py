@@ -70,6 +70,7 @@ ERRORS: dict[ErrorCode, str] = {
     # Seed 002: past 120 queries "the task results will be lost".
     ErrorCode.POLL_LIMIT_EXCEEDED: "ERROR_TASKID_INVALID",
     ErrorCode.NOT_REPORTABLE: "ERROR_TASKID_INVALID",
+    ErrorCode.REPORT_NOT_RECORDED: "ERROR_TASKID_INVALID",
     ErrorCode.IDEMPOTENCY_CONFLICT: "ERROR_INVALID_TASK_DATA",
     ErrorCode.NO_SLOT: "ERROR_RATE_LIMIT",
     ErrorCode.CAPTCHA_UNSOLVABLE: "ERROR_CAPTCHA_UNSOLVABLE",

@@ -8,6 +8,7 @@ passed in by the caller, so a test can move it.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Collection, Mapping
 
 from capgate.model import CapgateError, ErrorCode, Key, Lease, Solution, Task, TaskSpec, TaskType
@@ -65,10 +66,14 @@ class Store(abc.ABC):
         deadline_at: float,
         expires_at: float,
         idempotency: tuple[str, bytes] | None = None,
+        max_in_flight: int = 0,
     ) -> Task:
         """Debit `cost` and queue the task in one step.
 
-        Raises CapgateError(ZERO_BALANCE) and stores nothing when the balance is short.
+        Raises CapgateError(ZERO_BALANCE) and stores nothing when the balance is short,
+        and CapgateError(NO_SLOT) when `max_in_flight` > 0 and the key already has that
+        many tasks queued or running: checked in the same step as the insert, so
+        concurrent creates cannot all pass the check before any of them is stored.
         With `idempotency` (the client's key and a fingerprint of the task), a key the
         client used before returns the task it created then, charging nothing more; used
         with a different task it raises CapgateError(IDEMPOTENCY_CONFLICT).
@@ -88,11 +93,16 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
+    async def report(
+        self, task_id: int, key_id: int, correct: bool, limit: RefundLimit | None = None
+    ) -> Task | None:
         """Record the key's verdict on its ready task, once; an incorrect one refunds it.
 
         Returns the task (with the verdict that stands), or None if it is not the key's.
-        A verdict on a task that is not ready changes nothing.
+        A verdict on a task that is not ready changes nothing. With `limit`, an incorrect
+        verdict that would refund more than the limit allows raises
+        CapgateError(REPORT_NOT_RECORDED) and records nothing (checked in the same step as
+        the refund, so concurrent reports cannot all pass it).
         """
 
     @abc.abstractmethod
@@ -194,6 +204,31 @@ class Store(abc.ABC):
         (for operators: the dashboard and `capgate tasks`)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class RefundLimit:
+    """How many reports of wrong answers a key may have refunded.
+
+    A key's first `allowance` refunds are always granted; after that a refund is granted
+    while refunds stay at most `max_share` of the paid tasks the key had answered.
+    """
+
+    max_share: float
+    allowance: int
+
+    def allows(self, refunds: int, solved: int) -> bool:
+        """True if one more refund is within the limit."""
+        return refunds < self.allowance or refunds + 1 <= self.max_share * solved
+
+
+def report_not_recorded(refunds: int, solved: int) -> CapgateError:
+    """The error for a refund past the key's limit."""
+    return CapgateError(
+        ErrorCode.REPORT_NOT_RECORDED,
+        f"Report not recorded: this key has had {refunds} of its {solved} paid answers"
+        " refunded, more than its share of reports allows",
+    )
+
+
 def fair_order(queues: Mapping[int, list[int]], limit: int) -> list[int]:
     """The tasks to lease, given each key's queued task ids (each list oldest first).
 
@@ -219,6 +254,11 @@ def idempotency_conflict(idempotency_key: str) -> CapgateError:
         ErrorCode.IDEMPOTENCY_CONFLICT,
         f"Idempotency key {idempotency_key!r} was used for a different task",
     )
+
+
+def too_many_in_flight(limit: int) -> CapgateError:
+    """The error for a create past the key's tasks-in-flight limit."""
+    return CapgateError(ErrorCode.NO_SLOT, f"Too many tasks in flight: this key may have {limit}")
 
 
 def out_of_attempts(attempts: int) -> str:

@@ -22,11 +22,14 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import (
+    RefundLimit,
     Store,
     fair_order,
     idempotency_conflict,
     out_of_attempts,
+    report_not_recorded,
     timed_out,
+    too_many_in_flight,
 )
 
 
@@ -90,6 +93,7 @@ class MemoryStore(Store):
         deadline_at: float,
         expires_at: float,
         idempotency: tuple[str, bytes] | None = None,
+        max_in_flight: int = 0,
     ) -> Task:
         if idempotency is not None:
             earlier = self._idempotent.get((key_id, idempotency[0]))
@@ -98,6 +102,8 @@ class MemoryStore(Store):
                     raise idempotency_conflict(idempotency[0])
                 return _copy_task(self._tasks[earlier[0]])
         key = self._keys[key_id]
+        if max_in_flight > 0 and self._in_flight(key_id) >= max_in_flight:
+            raise too_many_in_flight(max_in_flight)
         if cost > 0 and key.balance < cost:
             raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
         key.balance -= cost
@@ -134,16 +140,22 @@ class MemoryStore(Store):
             if task is not None:
                 task.polls += polls
 
-    async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
+    async def report(
+        self, task_id: int, key_id: int, correct: bool, limit: RefundLimit | None = None
+    ) -> Task | None:
         task = self._tasks.get(task_id)
         if task is None or task.key_id != key_id:
             return None
         if task.status is TaskStatus.READY and task.verdict is None:
+            key = self._keys[key_id]
+            refund = not correct and task.cost > 0
+            if refund and limit is not None and not limit.allows(key.refunds, key.solved):
+                raise report_not_recorded(key.refunds, key.solved)
             task.verdict = correct
-            if not correct:
-                key = self._keys[key_id]
+            if refund:
                 key.balance += task.cost
                 key.spent -= task.cost
+                key.refunds += 1
         return _copy_task(task)
 
     async def lease(
@@ -225,7 +237,9 @@ class MemoryStore(Store):
         task.body = None
         task.lease_token = None
         task.lease_expires_at = None
-        self._keys[task.key_id].spent += task.cost
+        key = self._keys[task.key_id]
+        key.spent += task.cost
+        key.solved += task.cost > 0
         return True
 
     async def fail(
@@ -286,6 +300,9 @@ class MemoryStore(Store):
         return len(doomed)
 
     async def in_flight(self, key_id: int) -> int:
+        return self._in_flight(key_id)
+
+    def _in_flight(self, key_id: int) -> int:
         return sum(1 for t in self._tasks.values() if t.key_id == key_id and not t.status.is_final)
 
     async def queue_depth(self) -> int:
@@ -333,4 +350,6 @@ def _copy_key(key: Key) -> Key:
         key.created_at,
         key.dialect,
         key.worker,
+        key.solved,
+        key.refunds,
     )

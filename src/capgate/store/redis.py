@@ -36,7 +36,13 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
-from capgate.store.base import Store, idempotency_conflict
+from capgate.store.base import (
+    RefundLimit,
+    Store,
+    idempotency_conflict,
+    report_not_recorded,
+    too_many_in_flight,
+)
 from capgate.store.redis_pipe import SharedConnection, tls_context
 from capgate.store.redis_tracking import FetchAbandoned, TrackedTasks
 
@@ -143,7 +149,7 @@ _CREATE = (
     + """
 local key_id, typ, params, body, cost = arg(1), arg(2), arg(3), arg(4), tonumber(arg(5))
 local ip, now, deadline, expires = arg(6), NOW, at(arg(7)), at(arg(8))
-local idem_key, idem_hash = arg(9), arg(10)
+local idem_key, idem_hash, max_in_flight = arg(9), arg(10), tonumber(arg(11))
 local idem = P .. ':idem:' .. key_id .. ':' .. idem_key
 if idem_key ~= '' then
   local earlier = redis.call('GET', idem)
@@ -153,6 +159,9 @@ if idem_key ~= '' then
     end
     return {'ok', view(task_key(earlier))}
   end
+end
+if max_in_flight > 0 and redis.call('SCARD', P .. ':inflight:' .. key_id) >= max_in_flight then
+  return {'busy'}
 end
 local account = P .. ':key:' .. key_id
 if cost > 0 and tonumber(redis.call('HGET', account, 'balance')) < cost then
@@ -305,7 +314,9 @@ redis.call('HSET', t, 'status', 2, 'solution', solution, 'solver', solver, 'fini
   'lease_token', '', 'lease_expires_at', '')
 redis.call('HDEL', t, 'body')
 finish(id, key_id)
-redis.call('HINCRBY', P .. ':key:' .. key_id, 'spent', tonumber(redis.call('HGET', t, 'cost')))
+local cost = tonumber(redis.call('HGET', t, 'cost'))
+redis.call('HINCRBY', P .. ':key:' .. key_id, 'spent', cost)
+if cost > 0 then redis.call('HINCRBY', P .. ':key:' .. key_id, 'solved', 1) end
 return 1
 """
 )
@@ -388,14 +399,26 @@ _REPORT = (
     + """
 local t = task_key(arg(1))
 local key_id, correct = arg(2), arg(3)
+-- The refund limit (RefundLimit): a share and an allowance; no share, no limit.
+local max_share, allowance = tonumber(arg(4)), tonumber(arg(5))
 if redis.call('HGET', t, 'key_id') ~= key_id then return false end
 local f = redis.call('HMGET', t, 'status', 'verdict', 'cost')
 if f[1] == '2' and (f[2] == false or f[2] == '') then
+  local cost = tonumber(f[3])
+  local account = P .. ':key:' .. key_id
+  local refund = correct == '0' and cost > 0
+  if refund and max_share then
+    local counts = redis.call('HMGET', account, 'refunds', 'solved')
+    local refunds, solved = tonumber(counts[1] or 0), tonumber(counts[2] or 0)
+    if refunds >= allowance and refunds + 1 > max_share * solved then
+      return {'refused', refunds, solved}
+    end
+  end
   redis.call('HSET', t, 'verdict', correct)
-  if correct == '0' and tonumber(f[3]) > 0 then
-    local cost = tonumber(f[3])
-    redis.call('HINCRBY', P .. ':key:' .. key_id, 'balance', cost)
-    redis.call('HINCRBY', P .. ':key:' .. key_id, 'spent', -cost)
+  if refund then
+    redis.call('HINCRBY', account, 'balance', cost)
+    redis.call('HINCRBY', account, 'spent', -cost)
+    redis.call('HINCRBY', account, 'refunds', 1)
   end
 end
 return view(t)
@@ -561,6 +584,7 @@ class RedisStore(Store):
         deadline_at: float,
         expires_at: float,
         idempotency: tuple[str, bytes] | None = None,
+        max_in_flight: int = 0,
     ) -> Task:
         args = (
             key_id,
@@ -573,6 +597,7 @@ class RedisStore(Store):
             repr(expires_at),
             idempotency[0] if idempotency else "",
             idempotency[1].hex() if idempotency else "",
+            max_in_flight,
         )
         sha = self._scripts["create"].sha
         try:
@@ -582,6 +607,8 @@ class RedisStore(Store):
         outcome = answer[0].decode()
         if outcome == "zero":
             raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
+        if outcome == "busy":
+            raise too_many_in_flight(max_in_flight)
         if outcome == "conflict":
             assert idempotency is not None
             raise idempotency_conflict(idempotency[0])
@@ -663,8 +690,13 @@ class RedisStore(Store):
             await self._run("add_polls", None, *(v for item in counts.items() for v in item))
             self._changed(counts)
 
-    async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
-        answer = await self._run("report", None, task_id, key_id, int(correct))
+    async def report(
+        self, task_id: int, key_id: int, correct: bool, limit: RefundLimit | None = None
+    ) -> Task | None:
+        share, allowance = ("", "") if limit is None else (repr(limit.max_share), limit.allowance)
+        answer = await self._run("report", None, task_id, key_id, int(correct), share, allowance)
+        if answer and answer[0] == b"refused":
+            raise report_not_recorded(int(answer[1]), int(answer[2]))
         self._changed((task_id,))
         return _task_from_fields(answer) if answer and answer[0] is not None else None
 
@@ -813,6 +845,9 @@ def _key(fields: dict[bytes, bytes]) -> Key:
         created_at=float(text["created_at"]),
         dialect=text["dialect"] or None,
         worker=text["worker"] == "1",
+        # Keys made before these counters existed have none yet.
+        solved=int(text.get("solved", 0)),
+        refunds=int(text.get("refunds", 0)),
     )
 
 

@@ -36,11 +36,14 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import (
+    RefundLimit,
     Store,
     fair_order,
     idempotency_conflict,
     out_of_attempts,
+    report_not_recorded,
     timed_out,
+    too_many_in_flight,
 )
 
 _SCHEMA = """
@@ -52,7 +55,9 @@ CREATE TABLE IF NOT EXISTS keys (
     spent INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     dialect TEXT,
-    worker INTEGER NOT NULL DEFAULT 0
+    worker INTEGER NOT NULL DEFAULT 0,
+    solved INTEGER NOT NULL DEFAULT 0,
+    refunds INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -97,7 +102,13 @@ _TASK_COLUMNS = (
     " finished_at, attempts, polls, solver, solution, error_code, error_description,"
     " lease_token, lease_expires_at, verdict"
 )
-_KEY_COLUMNS = "id, name, key_hash, balance, spent, created_at, dialect, worker"
+_KEY_COLUMNS = "id, name, key_hash, balance, spent, created_at, dialect, worker, solved, refunds"
+# Columns added to a table after its first release: (table, column, definition). A
+# database made before them gets them on open.
+_ADDED_COLUMNS = (
+    ("keys", "solved", "INTEGER NOT NULL DEFAULT 0"),
+    ("keys", "refunds", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 class _Q:
@@ -113,7 +124,7 @@ class _Q:
     add_balance = "UPDATE keys SET balance = balance + ? WHERE id = ?"
     debit = "UPDATE keys SET balance = balance - ? WHERE id = ? AND (? = 0 OR balance >= ?)"
     refund = "UPDATE keys SET balance = balance + ? WHERE id = ?"
-    charge = "UPDATE keys SET spent = spent + ? WHERE id = ?"
+    charge = "UPDATE keys SET spent = spent + ?1, solved = solved + (?1 > 0) WHERE id = ?2"
     insert_task = (
         "INSERT INTO tasks (key_id, type, params, body, status, created_at, deadline_at, cost, ip,"
         " expires_at, idem_key, idem_hash) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
@@ -174,11 +185,15 @@ class _Q:
     )
     queue_depth = "SELECT count(*) FROM tasks WHERE status = 0"
     in_flight = "SELECT count(*) FROM tasks WHERE key_id = ? AND status < 2"
-    verdict = (
-        "UPDATE tasks SET verdict = ? WHERE id = ? AND key_id = ? AND status = 2"
-        " AND verdict IS NULL RETURNING cost"
+    reportable = (
+        "SELECT cost FROM tasks WHERE id = ? AND key_id = ? AND status = 2 AND verdict IS NULL"
     )
-    uncharge = "UPDATE keys SET balance = balance + ?, spent = spent - ? WHERE id = ?"
+    report_counts = "SELECT refunds, solved FROM keys WHERE id = ?"
+    verdict = "UPDATE tasks SET verdict = ? WHERE id = ?"
+    uncharge = (
+        "UPDATE keys SET balance = balance + ?1, spent = spent - ?1, refunds = refunds + 1"
+        " WHERE id = ?2"
+    )
 
 
 class _NewTask(NamedTuple):
@@ -192,6 +207,7 @@ class _NewTask(NamedTuple):
     deadline_at: float
     expires_at: float
     idempotency: tuple[str, bytes] | None
+    max_in_flight: int
 
 
 # Tasks kept as last read (a Task without its body is about 1 KB).
@@ -230,6 +246,10 @@ class SqliteStore(Store):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            for table, column, definition in _ADDED_COLUMNS:
+                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         self._db = db
         self._closing.clear()
         self._checkpointer = threading.Thread(
@@ -316,6 +336,7 @@ class SqliteStore(Store):
         deadline_at: float,
         expires_at: float,
         idempotency: tuple[str, bytes] | None = None,
+        max_in_flight: int = 0,
     ) -> Task:
         """Group commit: creates that arrive together share one transaction.
 
@@ -327,7 +348,20 @@ class SqliteStore(Store):
         loop = asyncio.get_running_loop()
         created: asyncio.Future[Task] = loop.create_future()
         self._creates.append(
-            (_NewTask(key_id, spec, cost, ip, now, deadline_at, expires_at, idempotency), created)
+            (
+                _NewTask(
+                    key_id,
+                    spec,
+                    cost,
+                    ip,
+                    now,
+                    deadline_at,
+                    expires_at,
+                    idempotency,
+                    max_in_flight,
+                ),
+                created,
+            )
         )
         if len(self._creates) == 1:
             loop.call_soon(self._commit_creates)
@@ -367,6 +401,10 @@ class SqliteStore(Store):
                 if earlier[0] != idempotency[1]:
                     raise idempotency_conflict(idempotency[0])
                 return _task(earlier[1:])
+        # Inside the batch's transaction: the count sees the batch's earlier inserts.
+        limit = new.max_in_flight
+        if limit > 0 and db.execute(_Q.in_flight, (new.key_id,)).fetchone()[0] >= limit:
+            raise too_many_in_flight(limit)
         cost = new.cost
         if db.execute(_Q.debit, (cost, new.key_id, cost, cost)).rowcount != 1:
             raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
@@ -453,13 +491,23 @@ class SqliteStore(Store):
             with _transaction(self.db):
                 self.db.executemany(_Q.add_polls, [(n, i) for i, n in counts.items()])
 
-    async def report(self, task_id: int, key_id: int, correct: bool) -> Task | None:
+    async def report(
+        self, task_id: int, key_id: int, correct: bool, limit: RefundLimit | None = None
+    ) -> Task | None:
         db = self.db
         self._changed((task_id,))
         with _transaction(db):
-            row = db.execute(_Q.verdict, (int(correct), task_id, key_id)).fetchone()
-            if row is not None and not correct:
-                db.execute(_Q.uncharge, (row[0], row[0], key_id))
+            row = db.execute(_Q.reportable, (task_id, key_id)).fetchone()
+            if row is not None:
+                (cost,) = row
+                refund = not correct and cost > 0
+                if refund and limit is not None:
+                    refunds, solved = db.execute(_Q.report_counts, (key_id,)).fetchone()
+                    if not limit.allows(refunds, solved):
+                        raise report_not_recorded(refunds, solved)
+                db.execute(_Q.verdict, (int(correct), task_id))
+                if refund:
+                    db.execute(_Q.uncharge, (cost, key_id))
             found = db.execute(_Q.task_by_id, (task_id,)).fetchone()
         if found is None:
             return None
@@ -649,8 +697,10 @@ def _encode(value: Any) -> bytes:
 
 
 def _key(row: tuple[Any, ...]) -> Key:
-    key_id, name, key_hash, balance, spent, created_at, dialect, worker = row
-    return Key(key_id, name, key_hash, balance, spent, created_at, dialect, bool(worker))
+    key_id, name, key_hash, balance, spent, created_at, dialect, worker, solved, refunds = row
+    return Key(
+        key_id, name, key_hash, balance, spent, created_at, dialect, bool(worker), solved, refunds
+    )
 
 
 def _task(row: tuple[Any, ...]) -> Task:
