@@ -13,12 +13,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import BOOTSTRAP_KEY, CapgateServer, captchas, image_task, run_cli
+from tests.support import (
+    BOOTSTRAP_KEY,
+    CapgateServer,
+    captchas,
+    image_task,
+    run_cli,
+    seed_document,
+)
 
 pytestmark = pytest.mark.system
 
 K = BOOTSTRAP_KEY
-SEEDS = Path(__file__).parents[3] / "shared" / "seeds"
 TURNSTILE_PASS = {
     "type": "AntiTurnstileTaskProxyLess",
     "websiteURL": "https://example.com/",
@@ -38,8 +44,7 @@ HCAPTCHA_TEST = {
 
 
 def seed(name: str) -> str:
-    (path,) = SEEDS.glob(f"{name}_*.txt")
-    return path.read_text()
+    return seed_document(name).read_text()
 
 
 def poll(server: CapgateServer, path: str, task_id: Any, done: tuple[str, ...]) -> Any:

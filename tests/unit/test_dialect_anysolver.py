@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +11,9 @@ import pytest
 from capgate.dialects import anysolver, ids
 from capgate.dialects.base import JsonDialect
 from capgate.model import CapgateError, ErrorCode, Key, Solution, Task, TaskStatus, TaskType
-from tests.support import make_task
+from tests.support import make_task, seed_document
 
 T0 = 1_769_171_553.352
-SEED = next((Path(__file__).parents[3] / "shared" / "seeds").glob("004_*.txt"), None)
 SEED_ID = "01KFNDF328KAN2AJ3BNHCQYE88"
 ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
@@ -69,9 +67,8 @@ def decode(raw: bytes) -> Any:
 
 
 def test_the_seed_document_holds_the_examples_replayed_here() -> None:
-    if SEED is None:
-        pytest.skip("the seed documents are not in this checkout")
-    text = "".join(SEED.read_text().split())
+    seed = seed_document("004")
+    text = "".join(seed.read_text().split())
     for example in (SEED_PROCESSING, SEED_READY, SEED_FAILED):
         assert "".join(example.decode().split()) in text
 

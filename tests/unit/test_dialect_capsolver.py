@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +12,9 @@ import pytest
 from capgate.dialects import capsolver, ids
 from capgate.dialects.base import JsonDialect
 from capgate.model import CapgateError, ErrorCode, Key, Solution, Task, TaskStatus, TaskType
-from tests.support import make_task
+from tests.support import make_task, seed_document
 
 T0 = 1_769_171_553.352
-SEED = next((Path(__file__).parents[3] / "shared" / "seeds").glob("002_*.txt"), None)
 
 # docs.capsolver.com/guide/api-error: every errorCode CapSolver documents.
 DOCUMENTED_CODES = {
@@ -73,9 +71,8 @@ SEED_READY: dict[str, Any] = {
 
 
 def test_the_seed_document_holds_the_examples_replayed_here() -> None:
-    if SEED is None:
-        pytest.skip("the seed documents are not in this checkout")
-    text = SEED.read_text()
+    seed = seed_document("002")
+    text = seed.read_text()
     assert SEED_READY["solution"]["gRecaptchaResponse"] in text
     for status in ("idle", "processing", "ready"):
         assert status in text

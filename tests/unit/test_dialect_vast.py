@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +11,9 @@ import pytest
 from capgate.dialects import ids, vast
 from capgate.dialects.base import JsonDialect
 from capgate.model import CapgateError, ErrorCode, Key, Solution, Task, TaskStatus, TaskType
-from tests.support import make_task
+from tests.support import make_task, seed_document
 
 T0 = 1_764_000_000.25
-SEED = next((Path(__file__).parents[3] / "shared" / "seeds").glob("003_*.txt"), None)
 SEED_ID = "9d55c404-5a45-4e7b-8a93-b8ed9f26bdcf"
 
 # Seed 003's examples, as printed.
@@ -61,9 +59,8 @@ def without_errorid(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_seed_document_holds_the_examples_replayed_here() -> None:
-    if SEED is None:
-        pytest.skip("the seed documents are not in this checkout")
-    text = "".join(SEED.read_text().split())
+    seed = seed_document("003")
+    text = "".join(seed.read_text().split())
     for example in (SEED_PROCESSING, SEED_READY_RECAPTCHA, SEED_READY_HCAPTCHA, SEED_FAILED):
         assert "".join(json.dumps(example).split()) in text
     # The contradiction the dialect resolves: "failed" in the list, "error" in the example.
