@@ -4,8 +4,14 @@ A client names a `callbackUrl` (the JSON dialects) or a `pingback` (2Captcha's l
 Outbound requests go only where the operator allows: the URL's host must be on the
 `callback_hosts` allow-list, and every address it resolves to, at every redirect hop, must
 be public unless it lies in `callback_allow_networks` (private, loopback, link-local and
-metadata ranges are refused otherwise). Each delivery is signed with an HMAC of its body and
-retried with backoff; whatever the receiver answers is never shown to the client.
+metadata ranges are refused otherwise). A name is resolved once per hop and the request
+connects to the very address that was checked (the URL's name still goes in the Host header
+and, for https, in SNI and the certificate check): a name whose answer changes between the
+check and the connection (DNS rebinding) cannot steer the POST elsewhere. A redirect is
+followed only on the same host, the one the allow-list let through; environment proxies are
+ignored, as a proxy would connect wherever it liked. Each delivery is signed with an HMAC of
+its body and retried with backoff; whatever the receiver answers is never read, nor shown
+to the client.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import os
 import secrets
 import socket
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -29,6 +37,7 @@ from capgate.model import CapgateError, ErrorCode, Task, TaskStatus, TaskType
 log = logging.getLogger("capgate.callbacks")
 
 SIGNATURE_HEADER = "X-Capgate-Signature"
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -53,12 +62,18 @@ def address_allowed(address: str, allowed_networks: Sequence[Network]) -> bool:
 
 
 def load_secret(data: Path) -> bytes:
-    """The server's signing secret, made on first use and kept in the data directory."""
+    """The server's signing secret, made on first use and kept in the data directory,
+    readable only by its owner from the moment it exists."""
     path = data / "callback.key"
     if not path.exists():
         data.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # Another server process made it first.
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
     return path.read_text().strip().encode()
 
 
@@ -106,12 +121,15 @@ class Deliverer:
         attempts: int = 5,
         first_delay: float = 1.0,
         timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.secret = secret
         self.allowed_networks = list(allowed_networks)
         self.attempts = attempts
         self.first_delay = first_delay
         self.timeout = timeout
+        # The certificates https receivers are checked against (None: httpx's default).
+        self.tls = tls
         self._running: set[asyncio.Task[None]] = set()
         self.delivered = 0
         self.refused = 0
@@ -149,29 +167,70 @@ class Deliverer:
         log.warning("task %d: callback not delivered after %d attempts", task.id, self.attempts)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> bool:
-        """POST, following up to 3 redirects, each hop's addresses checked first."""
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as http:
+        """POST, following up to 3 redirects on the same host, each hop's addresses
+        checked first and then connected to."""
+        host = _hostname(url)
+        async with httpx.AsyncClient(
+            timeout=self.timeout,
+            follow_redirects=False,
+            trust_env=False,
+            verify=self.tls or True,
+        ) as http:
             for _ in range(4):
-                await self._check_addresses(url)
-                response = await http.post(url, content=body, headers=headers)
-                if response.is_redirect and "location" in response.headers:
-                    url = urljoin(url, response.headers["location"])
+                status, location = await self._post_checked(http, url, body, headers)
+                if status in _REDIRECTS and location is not None:
+                    url = urljoin(url, location)
+                    if _hostname(url) != host:
+                        raise _Refused(f"a redirect to another host: {url}")
                     continue
-                return response.is_success
+                return 200 <= status < 300
         raise _Refused("too many redirects")
 
-    async def _check_addresses(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+    async def _post_checked(
+        self, http: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, str | None]:
+        """POST to the addresses the URL's host resolves to, checked, one after the other
+        until one connects; the status and any Location header."""
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise _Refused(f"not a valid URL: {url}") from None
+        if target.scheme not in ("http", "https") or not target.host:
             raise _Refused(f"not an http(s) URL: {url}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, port, type=socket.SOCK_STREAM
-        )
-        for info in infos:
-            address = str(info[4][0])
+        name = target.raw_host.decode("ascii")
+        port = target.port or (443 if target.scheme == "https" else 80)
+        sent = {**headers, "Host": target.netloc.decode("ascii")}
+        failure: Exception = _Refused(f"{name} resolves to no address")
+        for address in await self._checked_addresses(name, port):
+            try:
+                async with http.stream(
+                    "POST",
+                    target.copy_with(host=address),
+                    content=body,
+                    headers=sent,
+                    extensions={"sni_hostname": name},
+                ) as response:
+                    return response.status_code, response.headers.get("location")
+            except httpx.ConnectError as exc:
+                failure = exc
+        raise failure
+
+    async def _checked_addresses(self, name: str, port: int) -> list[str]:
+        """Every address `name` resolves to, once; refused unless all are allowed."""
+        infos = await asyncio.get_running_loop().getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in addresses:
             if not address_allowed(address, self.allowed_networks):
-                raise _Refused(f"{parts.hostname} resolves to {address}, which is not allowed")
+                raise _Refused(f"{name} resolves to {address}, which is not allowed")
+        return addresses
+
+
+def _hostname(url: str) -> str | None:
+    """The URL's host, lower case; None if it has none or cannot be parsed."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 class _Refused(Exception):

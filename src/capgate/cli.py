@@ -18,7 +18,8 @@ from capgate import __version__
 from capgate.cli_admin import AdminError, add_commands
 from capgate.clock import OffsetClock, SystemClock
 from capgate.config import Settings, load_settings
-from capgate.keys import hash_secret, new_secret
+from capgate.datafolder import secure_data_folder
+from capgate.keys import check_chosen_key, hash_secret, new_secret
 from capgate.logs import configure as configure_logging
 from capgate.model import format_money, parse_money
 from capgate.store import Store, store_from_url
@@ -151,21 +152,35 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from capgate.api.app import App
+    from capgate.api.http import ReadDeadlineProtocol
 
     settings = _settings(args, host=args.host, port=args.port)
-    configure_logging(settings.log_level, settings.log_format)
-    if settings.store != "memory":
-        asyncio.run(_bootstrap_key(settings))
-    _announce_dashboard(settings)
+    # Refused before anything is written: a guessable key, or limits that mean nothing.
+    check_chosen_key("admin_key", settings.admin_key)
+    check_chosen_key("CAPGATE_BOOTSTRAP_KEY", os.environ.get("CAPGATE_BOOTSTRAP_KEY", ""))
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
     if args.workers > 1 and (settings.store == "memory" or settings.test_clock):
         raise CliError("--workers needs a shared store and the real clock")
+    if settings.request_read_timeout_seconds <= 0 or settings.keep_alive_seconds <= 0:
+        raise CliError("request_read_timeout_seconds and keep_alive_seconds must be above 0")
+    if settings.max_connections < 1:
+        raise CliError("max_connections must be at least 1")
+    secure_data_folder(settings.data, settings.store)
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.store != "memory":
+        asyncio.run(_bootstrap_key(settings))
+    _announce_dashboard(settings)
+    ReadDeadlineProtocol.configure(settings)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # uvicorn's httptools protocol, with a deadline on reading each request and a
+        # bound on its headers (capgate.api.http).
+        "http": "capgate.api.http:ReadDeadlineProtocol",
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        "limit_concurrency": settings.max_connections,
         "lifespan": "on",
         "log_level": settings.log_level.lower(),
         "log_config": None,  # keep capgate's handlers: uvicorn logs through them
@@ -252,6 +267,7 @@ def _keys_create(args: argparse.Namespace) -> int:
         raise CliError("a balance cannot be negative")
     if args.dialect is not None and args.dialect not in JSON_DIALECTS:
         raise CliError(f"unknown dialect {args.dialect!r}; known: {', '.join(JSON_DIALECTS)}")
+    secure_data_folder(settings.data, settings.store)
 
     async def create() -> str:
         store = await _with_store(settings)
@@ -275,6 +291,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 def _keys_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    secure_data_folder(settings.data, settings.store)
 
     async def listing() -> None:
         store = await _with_store(settings)
@@ -353,6 +370,7 @@ def _ocr_train(args: argparse.Namespace) -> int:
     )
     print(f"model written to {args.out}")
     if args.install is not None:
+        secure_data_folder(args.install)
         target = args.install / "ocr"
         target.mkdir(parents=True, exist_ok=True)
         for name in ("model.onnx", "model.json"):

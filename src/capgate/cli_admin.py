@@ -16,6 +16,8 @@ import httpx
 import msgspec
 
 from capgate.config import Settings, load_settings
+from capgate.datafolder import secure_data_folder
+from capgate.keys import check_chosen_key
 from capgate.model import format_money
 from capgate.overview import Overview
 
@@ -125,6 +127,13 @@ def _secs(value: float | None) -> str:
 def _doctor(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config, overrides={"data": args.data, "store": args.store})
+    except ValueError as exc:
+        print(f"FAIL config: {exc}")
+        return 1
+    try:
+        check_chosen_key("admin_key", settings.admin_key)
+        # The store check below opens (maybe creates) the data: the owner's alone.
+        secure_data_folder(settings.data, settings.store)
     except ValueError as exc:
         print(f"FAIL config: {exc}")
         return 1

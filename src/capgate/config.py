@@ -150,6 +150,13 @@ class Settings:
     breaker_failures: int = 5
     breaker_cooldown_seconds: float = 30.0
 
+    # Slow and idle clients (per server process): a request must arrive whole within the
+    # read timeout, a kept-alive connection may idle this long between requests, and past
+    # max_connections open connections new requests are answered 503.
+    request_read_timeout_seconds: float = 10.0
+    keep_alive_seconds: float = 5.0
+    max_connections: int = 1000
+
     @property
     def callback_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """The networks callbacks may reach although they are not public."""

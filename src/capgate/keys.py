@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from pathlib import Path
+
+# A key an operator chooses (admin_key, CAPGATE_BOOTSTRAP_KEY) is hashed unsalted like the
+# random ones: fine for 128 random bits, guessable for a short word. Shorter ones are refused.
+MIN_CHOSEN_KEY_CHARS = 16
 
 
 def new_secret() -> str:
@@ -17,14 +22,35 @@ def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
+def check_chosen_key(name: str, secret: str) -> None:
+    """Refuse, with a ValueError that names it (never its value), a chosen key too short."""
+    if 0 < len(secret) < MIN_CHOSEN_KEY_CHARS:
+        raise ValueError(
+            f"{name} is {len(secret)} characters; a chosen key needs at least"
+            f" {MIN_CHOSEN_KEY_CHARS} (random ones: python3 -c 'import secrets;"
+            " print(secrets.token_hex(16))')"
+        )
+
+
 def admin_key(configured: str, data: Path) -> str:
     """The operators' key (dashboard, /admin): the configured one, else one made on first
-    use and kept in the data directory (DATA/admin.key, readable only by its owner)."""
+    use and kept in the data directory (DATA/admin.key, readable only by its owner).
+
+    Either must be at least MIN_CHOSEN_KEY_CHARS long (ValueError)."""
     if configured:
+        check_chosen_key("admin_key", configured)
         return configured
     path = data / "admin.key"
     if not path.exists():
         data.mkdir(parents=True, exist_ok=True)
-        path.write_text(new_secret())
-        path.chmod(0o600)
-    return path.read_text().strip()
+        try:
+            # Created 0600, never readable by others even for a moment.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # Another server process made it first.
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(new_secret())
+    key = path.read_text().strip()
+    check_chosen_key(str(path), key)
+    return key
