@@ -151,6 +151,179 @@ def test_malformed_bodies_are_bad_requests(content_type: bytes, body: bytes) -> 
     assert caught.value.code is ErrorCode.BAD_REQUEST
 
 
+# --- the form reader's shapes and bounds (capgate.forms) ------------------------------------
+
+
+def test_multipart_lf_line_ends_quoted_boundary_preamble_and_epilogue() -> None:
+    body = (
+        b"a preamble\n--XyZ\n"
+        b'Content-Disposition: form-data; name="key"\n\nk\n'
+        b"--XyZ  \n"  # transport padding after a boundary
+        b"content-disposition: form-data;name=method\n\npost\n"
+        b"--XyZ--\nan epilogue --XyZ\n"
+    )
+    form = legacy.parse_form(b'multipart/form-data; boundary="XyZ"', b"", body)
+    assert form == {"key": "k", "method": "post"}
+
+
+def test_multipart_empty_values_with_or_without_their_line_end() -> None:
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\n\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="b"\r\n\r\n'
+        b"--XyZ--\r\n"
+    )
+    assert legacy.parse_form(MULTIPART, b"", body) == {"a": "", "b": ""}
+
+
+def test_multipart_charsets_filename_star_and_escaped_quotes() -> None:
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="t"\r\n'
+        b"Content-Type: text/plain; charset=ISO-8859-1\r\n\r\n\xe7a va\r\n"
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"up\"; filename*=utf-8''%C3%A7.png\r\n"
+        b"\r\n\x89PNG\r\n"
+        b'--XyZ\r\nContent-Disposition: form-data; name="q\\"\\\\x"\r\n\r\nv\r\n'
+        b"--XyZ\r\nContent-Type: text/plain\r\n\r\nno name: skipped\r\n"
+        b"--XyZ--\r\n"
+    )
+    form = legacy.parse_form(MULTIPART, b"", body)
+    assert form == {"t": "ça va", "up": b"\x89PNG", 'q"\\x': "v"}
+
+
+def multipart_parts(count: int) -> bytes:
+    return multipart({f"f{i}": "v" for i in range(count)}, {})
+
+
+def test_sixty_four_parts_are_read_sixty_five_are_refused() -> None:
+    assert len(legacy.parse_form(MULTIPART, b"", multipart_parts(64))) == 64
+    with pytest.raises(CapgateError, match="more than 64 parts"):
+        legacy.parse_form(MULTIPART, b"", multipart_parts(65))
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"--XyZ\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n", "nested"),
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n'
+            b"Content-Type: text/plain; charset=rot13\r\n\r\nv\r\n--XyZ--\r\n",
+            "charset",
+        ),
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n'
+            b"Content-Type: text/plain; charset=idna\r\n\r\n\xff\r\n--XyZ--\r\n",
+            "charset",
+        ),
+        (b"--XyZ\r\n" + b"X-A: b\r\n" * 9 + b"\r\nv\r\n--XyZ--\r\n", "headers"),
+        (b"--XyZ\r\nX-A: " + b"b" * 1100 + b"\r\n\r\nv\r\n--XyZ--\r\n", "headers"),
+        (b"--XyZ\r\nNo colon here\r\n\r\nv\r\n--XyZ--\r\n", "colon"),
+        (b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\nv\r\n', "closing"),
+        (b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\nv\r\n--XyZa\r\n', "inside"),
+        (b"--XyZ garbage\r\n\r\nv\r\n--XyZ--\r\n", "boundary line"),
+        (b"--XyZ--\r\n", "no named field"),
+    ],
+)
+def test_multipart_bodies_the_reader_refuses(body: bytes, reason: str) -> None:
+    with pytest.raises(CapgateError, match=reason) as caught:
+        legacy.parse_form(MULTIPART, b"", body)
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [b"multipart/form-data; boundary=", b"multipart/form-data; boundary=" + b"b" * 71],
+)
+def test_a_boundary_must_be_usable(content_type: bytes) -> None:
+    with pytest.raises(CapgateError, match="boundary"):
+        legacy.parse_form(content_type, b"", multipart({"key": "k"}, {}))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"a=%41%4a%4A+b&%=&b=100%&c=%zz%4&d=%%41&e&&f==x&g=%C3%A9&h=%ff&i=x%3D%26y",
+        b"body=aGV%2Bsb%2FG8%3D&json=1",
+        b"x=%E2%82%AC%E2%82&y=h%hh%%hh",
+    ],
+)
+def test_urlencoded_reads_as_urllib_does(raw: bytes) -> None:
+    from urllib.parse import parse_qsl
+
+    assert legacy.parse_form(FORM, b"", raw) == dict(parse_qsl(raw.decode(), True))
+    assert legacy.parse_form(None, raw, b"") == dict(parse_qsl(raw.decode(), True))
+
+
+def test_urlencoded_field_and_stray_percent_caps() -> None:
+    with pytest.raises(CapgateError, match="more than 64 fields"):
+        legacy.parse_form(FORM, b"", b"&".join([b"a=1"] * 65))
+    with pytest.raises(CapgateError, match="more than 64 fields"):
+        legacy.parse_form(None, b"&".join([b"a=1"] * 65), b"")
+    assert legacy.parse_form(FORM, b"", b"a=" + b"%" * 64) == {"a": "%" * 64}
+    with pytest.raises(CapgateError, match="'%'"):
+        legacy.parse_form(FORM, b"", b"a=" + b"%" * 65)
+    with pytest.raises(CapgateError, match="more than 64 fields"):
+        legacy.parse_form(
+            b"application/json", b"", json.dumps({f"f{i}": 1 for i in range(65)}).encode()
+        )
+
+
+def nested(levels: int, lines: int) -> bytes:
+    head = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+        for i in range(1, levels + 1)
+    )
+    return b"--XyZ\r\n" + head + b"\r\n" + b"a\r\n" * lines
+
+
+MEGABYTE = 999_000
+WORST_BODIES: dict[str, tuple[bytes, bytes]] = {
+    "nested 900 deep, then 300k lines": (MULTIPART, nested(900, 300_000)),
+    "a part of near-miss boundaries": (
+        MULTIPART,
+        multipart({"f": "\n--Xy" * (MEGABYTE // 5)}, {}),
+    ),
+    "a megabyte text part, invalid UTF-8": (
+        MULTIPART,
+        b'--XyZ\r\nContent-Disposition: form-data; name="t"\r\n\r\n'
+        + b"\xff" * MEGABYTE
+        + b"\r\n--XyZ--\r\n",
+    ),
+    "64 parts, headers at the cap": (
+        MULTIPART,
+        b"".join(
+            b'--XyZ\r\nContent-Disposition: form-data; name="' + b"\\\\" * 490 + b'"\r\n\r\nv\r\n'
+            for _ in range(64)
+        )
+        + b"--XyZ--\r\n",
+    ),
+    "a megabyte of escapes": (FORM, b"body=" + b"%41" * (MEGABYTE // 3)),
+    "a megabyte of stray percents": (FORM, b"body=" + b"a%" * (MEGABYTE // 2)),
+    "63 fields of escapes, 64 stray percents each": (
+        FORM,
+        b"&".join(b"f=" + b"%C3%A9" * 2400 + b"%" * 64 for _ in range(63)),
+    ),
+    "a megabyte of separators": (FORM, b"&" * MEGABYTE),
+}
+
+
+@pytest.mark.parametrize("name", list(WORST_BODIES))
+def test_the_worst_bodies_found_take_milliseconds(name: str) -> None:
+    """Measured at about 8 ms at worst (a megabyte of escapes); the bound leaves room for
+    a busy machine, and is far below the seconds the email parser took."""
+    import time
+
+    content_type, body = WORST_BODIES[name]
+    assert len(body) <= 1_000_000
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        try:
+            legacy.parse_form(content_type, b"", body)
+        except CapgateError as error:
+            assert error.code is ErrorCode.BAD_REQUEST
+        best = min(best, time.perf_counter() - started)
+    assert best < 0.05, f"{name}: {best * 1000:.0f} ms"
+
+
 # --- parse_in --------------------------------------------------------------------------------
 
 
@@ -391,6 +564,30 @@ def test_bad_res_requests(form: legacy.Form, code: ErrorCode) -> None:
     with pytest.raises(CapgateError) as caught:
         legacy.parse_res(form)
     assert caught.value.code is code
+
+
+def test_res_ids_are_capped_at_a_hundred() -> None:
+    hundred = ",".join(str(i) for i in range(1, 101)) + ","
+    assert len(legacy.parse_res({"key": "k", "action": "get", "ids": hundred}).task_ids) == 100
+    with pytest.raises(CapgateError, match="more than 100") as caught:
+        legacy.parse_res({"key": "k", "action": "get", "ids": "1," * 300_000})
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize("raw", ["9" * 5000, "0" * 30 + "1", "9223372036854775808"])
+def test_res_overlong_ids_are_wrong_ids(raw: str) -> None:
+    with pytest.raises(CapgateError) as caught:
+        legacy.parse_res({"key": "k", "action": "get", "id": raw})
+    assert caught.value.code is ErrorCode.TASK_NOT_FOUND
+    res = legacy.parse_res({"key": "k", "action": "get", "ids": f"{raw},1"})
+    assert res.task_ids == [0, 1]
+
+
+def test_an_overlong_integer_option_is_a_bad_request() -> None:
+    form: legacy.Form = {"key": "k", "body": "aGVsbG8=", "min_len": "9" * 5000}
+    with pytest.raises(CapgateError, match="min_len is out of range") as caught:
+        legacy.parse_in(form)
+    assert caught.value.code is ErrorCode.BAD_REQUEST
 
 
 def test_missing_action_is_error_empty_action() -> None:

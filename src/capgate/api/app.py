@@ -119,6 +119,7 @@ class App:
             self.router,
             clock,
             admin_key(settings.admin_key, settings.data),
+            data=settings.data,  # where a dashboard logout is kept for every process
         )
         self.routes.add("/healthz", Route(self._healthz, _plain_error))
         self.routes.add("/metrics", Route(self._metrics, _plain_error))

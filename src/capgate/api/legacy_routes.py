@@ -7,10 +7,12 @@ Every answer, errors included, is HTTP 200, as the vendor does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from capgate.api.http import JSON, TEXT, Request, Response
-from capgate.api.routing import Route, Routes, guarded
+from capgate.api.routing import Handler, Route, Routes, guarded
 from capgate.dialects import twocaptcha_legacy as legacy
+from capgate.metrics import Metrics
 from capgate.model import CapgateError, Task
 from capgate.service import Service
 
@@ -20,8 +22,7 @@ log = logging.getLogger("capgate.api")
 def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
     """Serve /in.php and /res.php."""
 
-    async def in_php(request: Request) -> Response:
-        form = legacy.parse_form(request.header(b"content-type"), request.query, request.body)
+    async def in_php(request: Request, form: legacy.Form) -> Response:
         secret, spec, as_json = legacy.parse_in(form)
         key = await service.authenticate(secret)
         task = await service.create_task(
@@ -29,8 +30,7 @@ def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
         )
         return _answer(legacy.render_in(task, as_json), as_json)
 
-    async def res_php(request: Request) -> Response:
-        form = legacy.parse_form(request.header(b"content-type"), request.query, request.body)
+    async def res_php(request: Request, form: legacy.Form) -> Response:
         res = legacy.parse_res(form)
         key = await service.authenticate(res.key)
         if res.action == "getbalance":
@@ -52,12 +52,41 @@ def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
                 tasks.append(None)
         return _answer(legacy.render_res_many(tasks, res.as_json), res.as_json)
 
-    def render(request: Request, error: CapgateError) -> Response:
-        return _error(error, _wants_json(request))
+    for path, serve in (("/in.php", in_php), ("/res.php", res_php)):
+        routes.add(path, Route(_parsed_once(serve, service.metrics), _plain_error))
 
-    for path, handler in (("/in.php", in_php), ("/res.php", res_php)):
-        safe = guarded(handler, render, label="2captcha-legacy", metrics=service.metrics)
-        routes.add(path, Route(safe, _plain_error))
+
+class _Shape:
+    """Whether one request's answer is JSON, as far as its form has been read."""
+
+    as_json = False
+
+
+def _parsed_once(
+    serve: Callable[[Request, legacy.Form], Awaitable[Response]], metrics: Metrics
+) -> Handler:
+    """Read the form once, then serve it; an error is answered in the shape the form
+    asked for (the query's alone when the body cannot be read), never by reading it
+    again."""
+
+    async def handler(request: Request) -> Response:
+        shape = _Shape()
+
+        async def parse_and_serve(request: Request) -> Response:
+            # The query first: its json=1 shapes the answer to a body that cannot be read.
+            form = legacy.parse_query(request.query)
+            shape.as_json = legacy.wants_json(form)
+            form = legacy.add_body(form, request.header(b"content-type"), request.body)
+            shape.as_json = legacy.wants_json(form)
+            return await serve(request, form)
+
+        def render(request: Request, error: CapgateError) -> Response:
+            return _error(error, shape.as_json)
+
+        safe = guarded(parse_and_serve, render, label="2captcha-legacy", metrics=metrics)
+        return await safe(request)
+
+    return handler
 
 
 def _answer(body: bytes, as_json: bool) -> Response:
@@ -70,12 +99,3 @@ def _error(error: CapgateError, as_json: bool) -> Response:
 
 def _plain_error(error: CapgateError) -> Response:
     return _error(error, False)
-
-
-def _wants_json(request: Request) -> bool:
-    """Whether the client asked for JSON; a request too broken to read gets plain text."""
-    try:
-        form = legacy.parse_form(request.header(b"content-type"), request.query, request.body)
-    except CapgateError:
-        return False
-    return legacy.wants_json(form)

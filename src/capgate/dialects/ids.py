@@ -15,6 +15,9 @@ _CROCKFORD_VALUE = {c: i for i, c in enumerate(_CROCKFORD)}
 _ID_MASK = (1 << 62) - 1  # Below the UUID variant bits; no store issues ids that large.
 # Version-4 / RFC-variant markers make our UUIDs pass clients' format checks.
 _UUID_VERSION_BITS = (0x4 << 76) | (0x2 << 62)
+# 2**63 - 1 has 19 digits. A longer string of digits is no id, and int() must not see it:
+# past 4,300 digits Python refuses the conversion with a ValueError.
+_MAX_DIGITS = 19
 
 
 def to_uuid(task_id: int, created_at: float) -> str:
@@ -46,6 +49,8 @@ def parse_id(value: Any) -> int | None:
         return None
     text = value.strip()
     if text.isascii() and text.isdigit():  # not "²": isdigit() but no int
+        if len(text) > _MAX_DIGITS:
+            return None
         number = int(text)
         return number if 0 < number < 2**63 else None
     if len(text) == 36 and text.count("-") == 4:

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from email.errors import MessageError
-from email.parser import BytesParser
-from email.policy import HTTP
-from urllib.parse import parse_qsl
 
 import msgspec
 
+from capgate import forms
 from capgate.dialects import ids
 from capgate.model import (
     CapgateError,
@@ -95,6 +92,10 @@ _TOKEN_OPTIONS: dict[str, str] = {
     "domain": "apiDomain",
 }
 _TRUE = frozenset({"1", "true", "yes", "on"})
+# 2Captcha's documented ceiling for res.php?ids=; each id costs a store read.
+MAX_IDS = 100
+# Integer options longer than this are out of range (the store keeps 64-bit integers).
+_MAX_INT_DIGITS = 18
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -113,43 +114,52 @@ class ResRequest(msgspec.Struct, frozen=True):
 
 def parse_form(content_type: bytes | None, query: bytes, body: bytes) -> Form:
     """Query-string parameters merged with an urlencoded, multipart or JSON body."""
-    form: Form = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
-    kind = (content_type or b"").split(b";")[0].strip().lower()
-    if kind == b"multipart/form-data" and body.strip():
-        form.update(_multipart(content_type or b"", body))
-    elif kind == b"application/json" and body.strip():
-        form.update(_json_form(body))
-    elif body and kind in (b"application/x-www-form-urlencoded", b""):
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CapgateError(ErrorCode.BAD_REQUEST, "The form is not UTF-8") from None
-        form.update(parse_qsl(text, keep_blank_values=True))
+    return add_body(parse_query(query), content_type, body)
+
+
+def parse_query(query: bytes) -> Form:
+    """The query string's parameters."""
+    try:
+        return dict(forms.urlencoded(query))
+    except forms.FormError as exc:
+        raise CapgateError(ErrorCode.BAD_REQUEST, str(exc)) from None
+
+
+def add_body(query_form: Form, content_type: bytes | None, body: bytes) -> Form:
+    """The query's form merged with the body's fields (which win).
+
+    It runs on the event loop before the key is checked: capgate.forms reads a body in
+    bounded, linear time (about 8 ms for the worst megabyte), and any body it will not
+    read is a bad request.
+    """
+    form = dict(query_form)
+    try:
+        kind = (content_type or b"").split(b";")[0].strip().lower()
+        if kind == b"multipart/form-data" and body.strip():
+            form.update(_multipart(content_type or b"", body))
+        elif kind == b"application/json" and body.strip():
+            form.update(_json_form(body))
+        elif body and kind in (b"application/x-www-form-urlencoded", b""):
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CapgateError(ErrorCode.BAD_REQUEST, "The form is not UTF-8") from None
+            form.update(forms.urlencoded(body))
+    except forms.FormError as exc:
+        raise CapgateError(ErrorCode.BAD_REQUEST, str(exc)) from None
     return form
 
 
 def _multipart(content_type: bytes, body: bytes) -> Form:
-    # The body is parsed as a MIME message under the request's own Content-Type header.
-    head = b"Content-Type: " + content_type + b"\r\nMIME-Version: 1.0\r\n\r\n"
-    try:
-        message = BytesParser(policy=HTTP).parsebytes(head + body)
-        parts = list(message.iter_parts()) if message.is_multipart() else []
-    except (MessageError, ValueError, TypeError):
-        parts = []
-    if not parts:
-        raise CapgateError(ErrorCode.BAD_REQUEST, "The multipart body cannot be read")
     form: Form = {}
-    for part in parts:
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or not name:
-            continue
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
+    for part in forms.multipart(content_type, body):
         # Uploads stay bytes; `file` too when a client leaves out its filename.
-        if part.get_filename() is not None or name == "file":
-            form[name] = data
+        if part.filename is not None or part.name == "file":
+            form[part.name] = part.data
         else:
-            form[name] = data.decode(part.get_content_charset() or "utf-8", "replace")
+            form[part.name] = part.data.decode(part.charset, "replace")
+    if not form:
+        raise CapgateError(ErrorCode.BAD_REQUEST, "The multipart body has no named field")
     return form
 
 
@@ -160,6 +170,10 @@ def _json_form(body: bytes) -> Form:
         raise CapgateError(ErrorCode.BAD_REQUEST, "The JSON body cannot be read") from None
     if not isinstance(value, dict):
         raise CapgateError(ErrorCode.BAD_REQUEST, "The JSON body must be an object")
+    if len(value) > forms.MAX_FIELDS:
+        raise CapgateError(
+            ErrorCode.BAD_REQUEST, f"The JSON body has more than {forms.MAX_FIELDS} fields"
+        )
     form: Form = {}
     for name, item in value.items():
         if isinstance(item, bool):
@@ -279,6 +293,9 @@ def _image_params(form: Form) -> dict[str, object]:
         if kind == "bool":
             params[name] = value.lower() in _TRUE
         elif kind == "int" and value.isascii() and value.lstrip("-").isdigit():
+            # Bounded before int(): Python refuses over 4,300 digits with a ValueError.
+            if len(value.lstrip("-")) > _MAX_INT_DIGITS:
+                raise CapgateError(ErrorCode.BAD_REQUEST, f"{legacy_name} is out of range")
             params[name] = int(value)
         else:
             params[name] = value
@@ -298,9 +315,13 @@ def parse_res(form: Form) -> ResRequest:
         return ResRequest(key, action, [], as_json)
     many_ids = _text(form, "ids")
     if many_ids and action in ("get", "get2"):
+        # Split no further than the cap: each id left costs a store read.
+        listed = [part for part in many_ids.split(",", MAX_IDS) if part.strip()]
+        if len(listed) > MAX_IDS:
+            raise CapgateError(ErrorCode.BAD_REQUEST, f"ids lists more than {MAX_IDS} ids")
         # Each id keeps its slot; a malformed one becomes 0, which no task has, so its
         # slot reads ERROR_WRONG_CAPTCHA_ID like any unknown id.
-        slots = [ids.parse_id(part) or 0 for part in many_ids.split(",") if part.strip()]
+        slots = [ids.parse_id(part) or 0 for part in listed]
         if not slots:
             raise CapgateError(ErrorCode.TASK_NOT_FOUND, "ids lists no captcha id")
         return ResRequest(key, action, slots, as_json, many=True)

@@ -1,11 +1,13 @@
 """A raw-bytes fuzzer on the HTTP front door: seeded random and malformed requests on raw
 TCP sockets to a real server (garbage request lines, broken headers, wrong Content-Length,
 chunked-encoding garbage, truncated requests, huge headers, JSON-ish and form bodies on the
-task routes). The server must stay up, never answer 5xx nor log an internal error, and
-change nothing stored.
+task routes; multipart and urlencoded bodies built to cost the legacy form parser; the
+worker routes; the dashboard and /admin with junk cookies, tokens and log-ins). The server
+must stay up, never answer 5xx nor log an internal error, change nothing stored, and keep
+answering: a thread asks /healthz every 0.1 s meanwhile, and a probe slower than 1 s fails.
 
 Every input is rebuilt from its number alone (`make_input(n)`), so a failure names the
-input that caused it.
+input that caused it (a live session cookie stands where it says @SESSION@).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.security import HealthProbe
 from tests.support import BOOTSTRAP_KEY, CapgateServer, ServerFactory, captchas
 
 pytestmark = pytest.mark.system
 
 SEED = 20_250_601
-MAX_INPUTS = 2000
-MAX_SECONDS = 20.0
+MAX_INPUTS = 3000
+MAX_SECONDS = 30.0
 THREADS = 12
 
 GOOD_IMAGE = captchas(seed=4242, n=1)[0][0]
@@ -253,7 +256,7 @@ def form_body(rng: random.Random, query: str) -> tuple[bytes, str]:
     fields = creates_nothing(fields, query)
     roll = rng.random()
     if roll < 0.45:
-        data = urlencode(fields).encode()
+        data = urlencode(fields, errors="surrogatepass").encode()
         kind = "application/x-www-form-urlencoded"
     elif roll < 0.75:
         parts = []
@@ -291,6 +294,212 @@ def rest_body(rng: random.Random) -> tuple[bytes, list[str]]:
     document = creates_nothing(document, *headers)
     data = json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
     return (mangle(rng, data) if rng.random() < 0.3 else data), headers
+
+
+# --- multipart and urlencoded bodies built against the form parser -----------------------
+
+BOUNDARIES = [
+    "b0", "XyZ", "----WebKitFormBoundary7MA4YWxkTrZu0gW", "a" * 70, "a" * 71, "-", "--",
+    "with space", "q;uote", "é", "\x00", "b0\r\nX-Injected: 1", "9" * 40,
+]  # fmt: skip
+CHARSETS = [
+    "utf-8", "UTF-8", "latin-1", "iso-8859-1", "us-ascii", "windows-1252", "no-such-charset",
+    "rot13", "idna", "utf-16", "utf-7", "punycode", "hex", "zlib", "", "\u00e9", "x" * 500,
+]  # fmt: skip
+NEWLINES = [b"\r\n", b"\n", b"\r"]
+
+
+def random_boundary(rng: random.Random) -> str:
+    if rng.random() < 0.7:
+        return rng.choice(BOUNDARIES)
+    alphabet = "abcXYZ0123456789'()+_,-./:=? "
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 75)))
+
+
+def multipart_type(rng: random.Random, boundary: str) -> str:
+    return rng.choice(
+        [
+            f"multipart/form-data; boundary={boundary}",
+            f'multipart/form-data; boundary="{boundary}"',
+            f"Multipart/Form-Data;boundary={boundary};charset=utf-8",
+            f"multipart/form-data; charset=x; boundary={boundary}; boundary=other",
+            f'multipart/form-data; boundary="{boundary}',
+            "multipart/form-data; boundary=",
+            f"multipart/mixed; boundary={boundary}",
+        ]
+    )
+
+
+def nested_parts(rng: random.Random, boundary: bytes, depth: int, newline: bytes) -> bytes:
+    """`depth` multipart/mixed parts, each the first part of the one before."""
+    out = [b"--" + boundary + newline]
+    for level in range(1, depth + 1):
+        inner = b"n%d" % level
+        kind = rng.choice([b"multipart/mixed", b"multipart/form-data", b"MULTIPART/alternative"])
+        out.append(b"Content-Type: %s; boundary=%s%s%s--%s%s" % (
+            kind, inner, newline, newline, inner, newline))  # fmt: skip
+    return b"".join(out) + newline
+
+
+def multipart_attack(rng: random.Random) -> tuple[bytes, str]:
+    """A multipart/form-data body made to cost a parser: deep nesting, floods of parts,
+    lines or header lines, bogus charsets, boundaries inside parts, mixed line ends.
+    Never a creatable task: the real key and a readable image are never both in it."""
+    boundary = random_boundary(rng)
+    raw = boundary.encode("utf-8", "surrogatepass")
+    newline = rng.choice(NEWLINES) if rng.random() < 0.3 else b"\r\n"
+    real_key = rng.random() < 0.5
+    key = (BOOTSTRAP_KEY if real_key else rng.choice(WRONG_KEYS)).encode()
+
+    def field(name: bytes, value: bytes, *headers: bytes) -> bytes:
+        nl = rng.choice(NEWLINES) if rng.random() < 0.1 else newline
+        head = b"".join(h + nl for h in headers)
+        disposition = b'Content-Disposition: form-data; name="%s"' % name
+        return b"--" + raw + nl + disposition + nl + head + nl + value + nl
+
+    shape = rng.choice(
+        ["nested", "many parts", "many headers", "huge header", "bogus charset", "near misses",
+         "lines flood", "no close", "preamble", "plain fields"]
+    )  # fmt: skip
+    parts = [field(b"key", key), field(b"method", b"post"), field(b"json", b"1")]
+    if shape == "nested":
+        depth = rng.choice([2, 50, 900, 1100, 3000])
+        lines = rng.choice([0, 1000, 300_000]) if depth < 3000 else 0
+        body = nested_parts(rng, raw, depth, newline) + b"a" + newline * 2
+        body += (b"a" + newline) * min(lines, (990_000 - len(body)) // 3)
+        return body, multipart_type(rng, boundary)
+    if shape == "many parts":
+        count = rng.choice([63, 64, 65, 1000, 100_000])
+        part = rng.choice([b"--" + raw + newline, field(b"f", b"v")])
+        body = part * min(count, 990_000 // len(part)) + b"--" + raw + b"--" + newline
+        return body, multipart_type(rng, boundary)
+    if shape == "many headers":
+        count = rng.choice([8, 9, 100, 20_000])
+        parts.append(field(b"f", b"v", *[b"X-H: v"] * count))
+    elif shape == "huge header":
+        size = rng.choice([900, 1100, 100_000, 900_000])
+        parts.append(field(b"f", b"v", b"X-Big: " + b"b" * size))
+    elif shape == "bogus charset":
+        charset = rng.choice(CHARSETS).encode("utf-8")
+        content_type = b"Content-Type: text/plain; charset=" + charset
+        parts.append(field(b"textinstructions", b"\xff\xfe text", content_type))
+    elif shape == "near misses":
+        parts.append(field(b"f", (newline + b"--" + raw + b"x") * rng.choice([1, 1000, 100_000])))
+    elif shape == "lines flood":
+        parts.append(field(b"textinstructions", (b"a" + newline) * rng.choice([10, 300_000])))
+    elif shape == "preamble":
+        parts.insert(0, b"a preamble" + newline * rng.randrange(3))
+    file_data = GOOD_IMAGE.encode() if not real_key and rng.random() < 0.5 else rng.randbytes(200)
+    parts.append(field(b"file", file_data, b"Content-Type: image/png"))
+    body = b"".join(parts)
+    if shape != "no close":
+        body += b"--" + raw + b"--" + newline
+    return (mangle(rng, body) if rng.random() < 0.2 else body), multipart_type(rng, boundary)
+
+
+def form_attack(rng: random.Random) -> tuple[bytes, str]:
+    """An urlencoded body made to cost a parser: floods of fields, escapes, stray '%',
+    ids= lists of hundreds of thousands. Never with both the real key and an image."""
+    real_key = rng.random() < 0.5
+    head = urlencode({"key": BOOTSTRAP_KEY if real_key else rng.choice(WRONG_KEYS),
+                      "action": rng.choice(["get", "get2", "getbalance"]),
+                      "json": rng.choice(["0", "1"])}).encode()  # fmt: skip
+    shape = rng.choice(["fields", "escapes", "stray percents", "ids", "long id", "separators"])
+    if shape == "fields":
+        tail = b"&".join([b"f=1"] * rng.choice([60, 64, 65, 200_000]))
+    elif shape == "escapes":
+        tail = b"textinstructions=" + b"%C3%A9" * rng.choice([10, 160_000])
+    elif shape == "stray percents":
+        stray = rng.choice([b"a%", b"%4", b"%%", b"%zz"])
+        tail = b"textinstructions=" + stray * rng.choice([64, 65, 300_000])
+    elif shape == "ids":
+        one = rng.choice([b"1", b"99999999999999999999", b"%C2%B2", b""])
+        tail = b"ids=" + b",".join([one] * rng.choice([100, 101, 200_000]))
+    elif shape == "long id":
+        tail = b"id=" + b"9" * rng.choice([19, 20, 5000, 900_000])
+    else:
+        tail = b"&" * rng.choice([63, 64, 900_000])
+    if not real_key and rng.random() < 0.3:
+        tail += (
+            b"&method=base64&body=" + GOOD_IMAGE.replace("+", "%2B").replace("/", "%2F").encode()
+        )
+    return head + b"&" + tail, rng.choice(["application/x-www-form-urlencoded", ""])
+
+
+# --- the worker and admin routes ------------------------------------------------------------
+
+WORKER_PATHS = ["/worker/lease", "/worker/complete", "/worker/fail", "/worker/extend"]
+WORKER_FIELDS = [
+    "workerKey", "types", "limit", "leaseSeconds", "requestId", "taskId", "token", "solution",
+    "code", "description", "retry", "text", "userAgent", "score",
+]  # fmt: skip
+ADMIN_PATHS = ["/dashboard", "/dashboard/login", "/dashboard/logout", "/admin/overview"]
+# Replaced by the live session cookie when the input is sent (tokens are random).
+SESSION = "@SESSION@"
+ADMIN = "raw-fuzz-admin-key-0123456789"
+HEADER_JUNK = [
+    "", " ", "ключ".encode().decode("latin-1"), "\xff\xfe", "é", "x" * 8000, "=;=;=", '"',
+    "v1.1.2.3.4", "v1." + "9" * 5000 + ".1.aa.bb", "v1.1700000000000.9999999999999.00.00",
+]  # fmt: skip
+
+
+def worker_body(rng: random.Random, path: str) -> bytes:
+    """A worker-route JSON body (or something like one), maybe mangled."""
+    document: dict[str, Any] = {}
+    if rng.random() < 0.9:
+        document["workerKey"] = rng.choice([*WRONG_KEYS, BOOTSTRAP_KEY, 5, None])
+    wanted = {
+        "/worker/lease": ["types", "limit", "leaseSeconds", "requestId"],
+        "/worker/extend": ["taskId", "token", "leaseSeconds"],
+        "/worker/complete": ["taskId", "token", "solution"],
+        "/worker/fail": ["taskId", "token", "code", "description", "retry"],
+    }[path]
+    for name in wanted + [rng.choice(WORKER_FIELDS) for _ in range(rng.randrange(3))]:
+        if name == "types":
+            document[name] = [rng.choice(TASK_TYPES) for _ in range(rng.randrange(4))]
+        elif name == "solution":
+            document[name] = {rng.choice(WORKER_FIELDS): random_value(rng, 2) for _ in range(3)}
+        else:
+            document[name] = random_value(rng, 2) if rng.random() < 0.5 else rng.choice(NUMBERS)
+    data = json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    if rng.random() < 0.2:  # a task id or count far past 64 bits
+        data = data.replace(b"{", b'{"taskId": ' + b"9" * rng.choice([20, 5000]) + b", ", 1)
+    return mangle(rng, data) if rng.random() < 0.3 else data
+
+
+def admin_request(rng: random.Random) -> tuple[str, str, list[str], bytes]:
+    """A request to the dashboard or /admin: junk cookies, Bearer tokens, log-in forms,
+    client addresses (uvicorn takes X-Forwarded-For from 127.0.0.1)."""
+    path = rng.choice(ADMIN_PATHS)
+    method = "POST" if path in ("/dashboard/login", "/dashboard/logout") else "GET"
+    if rng.random() < 0.15:
+        method = rng.choice(METHODS)
+    if rng.random() < 0.3:
+        path += "?" + rng.choice(["refresh=", "refresh=" + "9" * 5000, "recent=-1", "recent=x",
+                                  "refresh=%ff", "&" * 500, "a=%"])  # fmt: skip
+    headers: list[str] = []
+    cookie = rng.choice([SESSION, *HEADER_JUNK])
+    if rng.random() < 0.7:
+        headers.append(f"Cookie: {rng.choice(['capgate_admin=', 'x=1; capgate_admin='])}{cookie}")
+    if rng.random() < 0.5:
+        token = rng.choice([ADMIN, *HEADER_JUNK, BOOTSTRAP_KEY])
+        headers.append(
+            "Authorization: " + rng.choice(["Bearer ", "bearer  ", "Basic ", ""]) + token
+        )
+    if rng.random() < 0.4:
+        address = rng.choice([f"10.{rng.randrange(256)}.{rng.randrange(256)}.1",
+                              f"2001:db8:{rng.randrange(65536):x}::1", "::ffff:10.0.0.1",
+                              "junk", "1.1.1.1, 2.2.2.2"])  # fmt: skip
+        headers.append(f"X-Forwarded-For: {address}")
+    if rng.random() < 0.2:
+        headers.append("X-Forwarded-Proto: " + rng.choice(["https", "http", "HTTPS, http", ""]))
+    body = b""
+    if path.startswith("/dashboard/login"):
+        key = rng.choice([ADMIN, "wrong", *HEADER_JUNK]).encode("latin-1")
+        body = rng.choice([b"key=" + key, b"key=" + key + b"&" * 100, b"&" * 70, b"key=%" * 70,
+                           b"key=" + b"%41" * 300_000, key])  # fmt: skip
+        headers.append("Content-Type: application/x-www-form-urlencoded")
+    return method, path, headers, body
 
 
 # --- whole requests -----------------------------------------------------------------------
@@ -360,12 +569,35 @@ def make_input(number: int) -> Case:
             "truncated",
             "huge headers",
             "body over the limit",
+            "multipart attack",
+            "form attack",
+            "worker route",
+            "admin route",
         ],
-        weights=[40, 4, 8, 10, 10, 8, 8, 8, 3, 1],
+        weights=[40, 4, 8, 10, 10, 8, 8, 8, 3, 1, 8, 4, 8, 8],
     )[0]
     if kind == "valid framing, bad body":
         data, path = valid_request(rng)
         return Case(number, kind, data, True, path)
+    if kind in ("multipart attack", "form attack"):
+        attack = multipart_attack if kind == "multipart attack" else form_attack
+        body, content_type = attack(rng)
+        path = rng.choice(FORM_PATHS)
+        if rng.random() < 0.3:
+            path += "?" + rng.choice(["json=1", "key=" + BOOTSTRAP_KEY, "json=1&action=get"])
+        header = "Content-Type: " + content_type.encode("utf-8", "surrogatepass").decode("latin-1")
+        chunked = rng.random() < 0.1
+        return Case(number, kind, request_bytes("POST", path, [header], body, chunked=chunked),
+                    True, path)  # fmt: skip
+    if kind == "worker route":
+        path = rng.choice(WORKER_PATHS)
+        method = "POST" if rng.random() < 0.9 else rng.choice(METHODS)
+        data = request_bytes(method, path, ["Content-Type: application/json"],
+                             worker_body(rng, path))  # fmt: skip
+        return Case(number, kind, data, True, path)
+    if kind == "admin route":
+        method, path, headers, body = admin_request(rng)
+        return Case(number, kind, request_bytes(method, path, headers, body), True, path)
     if kind == "pipelined":
         first, path = valid_request(rng)
         second, _ = valid_request(rng)
@@ -584,8 +816,9 @@ def split_responses(raw: bytes) -> tuple[list[int], list[bytes]]:
     return statuses, bodies
 
 
-def run_case(port: int, case: Case) -> Outcome:
-    raw = exchange(port, case.data, 10.0 if case.valid_framing else 0.3)
+def run_case(port: int, case: Case, session: bytes = b"") -> Outcome:
+    data = case.data.replace(SESSION.encode(), session) if session else case.data
+    raw = exchange(port, data, 10.0 if case.valid_framing else 0.3)
     statuses, bodies = split_responses(raw)
     return Outcome(case, raw, statuses, bodies)
 
@@ -639,7 +872,7 @@ class Findings:
     problems: list[str] = field(default_factory=list)
 
 
-def fuzz(server: CapgateServer) -> Findings:
+def fuzz(server: CapgateServer, session: bytes = b"") -> Findings:
     """Send inputs until MAX_INPUTS or MAX_SECONDS have gone by."""
     started = time.monotonic()
     findings = Findings()
@@ -649,7 +882,7 @@ def fuzz(server: CapgateServer) -> Findings:
             size = min(THREADS * 4, MAX_INPUTS - findings.sent)
             batch = [make_input(n) for n in range(number, number + size)]
             number += size
-            for outcome in pool.map(lambda c: run_case(server.port, c), batch):
+            for outcome in pool.map(lambda c: run_case(server.port, c, session), batch):
                 trouble = problems(outcome)
                 if trouble:
                     findings.problems.append(describe(outcome, trouble))
@@ -677,15 +910,21 @@ def test_raw_bytes_never_crash_the_server_nor_change_the_store(
     start_server: ServerFactory,
 ) -> None:
     started = time.monotonic()
-    server = start_server()
+    server = start_server(admin_key=ADMIN)
     before = server.db_counts()
     assert before == (0, 10_000_000)
-    findings = fuzz(server)
+    # A real session, so some inputs reach the signed-in dashboard (until one logs out).
+    login = server.http.post("/dashboard/login", data={"key": ADMIN}, follow_redirects=False)
+    session = login.headers["set-cookie"].split(";")[0].partition("=")[2].encode()
+    with HealthProbe(server.base) as probe:
+        findings = fuzz(server, session)
     errors = logged_errors(server)
     print(
         f"\nraw fuzz: {findings.sent} inputs tried (seed {SEED}, {THREADS} connections at a"
-        f" time) in {time.monotonic() - started:.1f} s; {len(findings.problems)} with a problem"
+        f" time) in {time.monotonic() - started:.1f} s; {len(findings.problems)} with a problem;"
+        f" /healthz probed {len(probe.timings)} times, slowest {probe.worst * 1000:.0f} ms"
     )
+    probe.check()
     # The server is alive and well, and nothing stored changed: no task, no money moved.
     assert server.process is not None and server.process.poll() is None, "the server died"
     assert server.http.get("/healthz").status_code == 200
