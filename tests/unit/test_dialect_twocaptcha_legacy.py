@@ -131,6 +131,24 @@ def test_other_content_types_ignore_the_body() -> None:
     assert legacy.parse_form(b"text/plain", b"key=k", b"garbage") == {"key": "k"}
 
 
+@pytest.mark.parametrize(
+    "content_type", [b"text/plain;charset=UTF-8", None, b"application/x-www-form-urlencoded"]
+)
+def test_a_json_object_is_read_whatever_its_declared_type(content_type: bytes | None) -> None:
+    """node-fetch labels a string body text/plain; the `2captcha` npm package sends JSON so."""
+    body = b' {"key":"k","method":"base64","body":"aGk=","json":1}'
+    form = legacy.parse_form(content_type, b"", body)
+    assert form == {"key": "k", "method": "base64", "body": "aGk=", "json": "1"}
+
+
+def test_is_russian_asks_for_cyrillic_text() -> None:
+    form = legacy.parse_form(None, b"", b"key=k&method=base64&body=aGk%3D&is_russian=1")
+    _, spec, _ = legacy.parse_in(form)
+    assert spec.params["language"] == 1
+    form = legacy.parse_form(None, b"", b"key=k&method=base64&body=aGk%3D&is_russian=1&language=2")
+    assert legacy.parse_in(form)[1].params["language"] == 2
+
+
 def test_blank_values_are_kept() -> None:
     assert legacy.parse_form(None, b"key=&json=1", b"") == {"key": "", "json": "1"}
 

@@ -137,7 +137,10 @@ def add_body(query_form: Form, content_type: bytes | None, body: bytes) -> Form:
         kind = (content_type or b"").split(b";")[0].strip().lower()
         if kind == b"multipart/form-data" and body.strip():
             form.update(_multipart(content_type or b"", body))
-        elif kind == b"application/json" and body.strip():
+        elif (kind == b"application/json" and body.strip()) or body.lstrip()[:1] == b"{":
+            # A JSON object whatever the declared type: node-fetch labels a string body
+            # text/plain, and the `2captcha` npm package sends its JSON so (no form
+            # field's name starts with a brace).
             form.update(_json_form(body))
         elif body and kind in (b"application/x-www-form-urlencoded", b""):
             try:
@@ -286,6 +289,9 @@ def _image(form: Form) -> bytes:
 
 def _image_params(form: Form) -> dict[str, object]:
     params: dict[str, object] = {"vendorType": "normal"}
+    # 2Captcha's older flag for Cyrillic text: what `language=1` says today.
+    if _text(form, "is_russian").lower() in _TRUE and not _text(form, "language"):
+        params["language"] = 1
     for legacy_name, (name, kind) in _IMAGE_OPTIONS.items():
         value = _text(form, legacy_name)
         if not value:
