@@ -33,3 +33,13 @@ class RateLimiter:
                 f"Too many tasks: this key may create {self.rate:g} per second",
             )
         self._buckets[key_id] = (tokens - 1.0, now)
+
+    def peek(self, key_id: int) -> tuple[int, int, float] | None:
+        """This key's bucket without spending from it: (capacity, whole tokens left,
+        seconds until it is full again); None when no rate is set."""
+        if self.rate <= 0:
+            return None
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key_id, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        return int(self.capacity), int(tokens), (self.capacity - tokens) / self.rate

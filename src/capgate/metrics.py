@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from capgate.model import MICROS
@@ -56,6 +56,16 @@ class Metrics:
         """One task ready or failed, with the time its solver took."""
         self.tasks_finished[(("type", task_type), ("status", status), ("solver", solver))] += 1
         self.solve_seconds[(("solver", solver),)].observe(max(0.0, seconds))
+
+    def mean_solve_seconds(self, solvers: Iterable[str]) -> float | None:
+        """The mean time these solvers took per finished task (None before any finished)."""
+        total, count = 0.0, 0
+        for name in solvers:
+            histogram = self.solve_seconds.get((("solver", name),))
+            if histogram is not None:
+                total += histogram.total
+                count += sum(histogram.counts)
+        return total / count if count else None
 
     def render(self, gauges: dict[str, tuple[str, float]], router: Router | None = None) -> bytes:
         """The text exposition format, with the given gauges (name: (help, value)) and the

@@ -8,6 +8,10 @@ names, when it names a `provider`), ordered by a policy:
 - fastest: the lowest recent p90 solve time (a solver not yet measured goes first);
 - reliable: the highest recent success rate (a solver not yet measured counts as perfect).
 
+The policy is the server's or the key's (`routing_policy`, `key_policies`), unless the task
+names its own in the reserved parameter `routingPolicy` (AnySolver's per-request
+`selectionMode` arrives as one); a value that is no policy is ignored.
+
 Ties keep the configured order. A circuit breaker takes a solver out after
 `breaker_failures` failures in a row that were its own fault, and after the cooldown lets
 one task probe it: success closes the breaker, failure opens it again.
@@ -22,12 +26,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from capgate.config import POLICIES
 from capgate.model import TaskType
 from capgate.solvers.base import Solver
 
 _WINDOW = 50  # Outcomes remembered per solver for its p90 and success rate.
 # AnySolver's word for "let the service choose" (seed 004: "automatic routing").
 _AUTO = frozenset({"", "auto", "automatic"})
+# The task parameter that overrides the policy for that one task.
+POLICY_PARAM = "routingPolicy"
 
 
 @dataclasses.dataclass
@@ -101,7 +108,11 @@ class Router:
     def candidates(
         self, task_type: TaskType, params: Mapping[str, Any], policy: str
     ) -> list[Solver]:
-        """Every solver that can take the task, in the order the policy prefers."""
+        """Every solver that can take the task, in the order the policy prefers (the
+        task's own `routingPolicy`, if it names one, before the one passed in)."""
+        own = params.get(POLICY_PARAM)
+        if isinstance(own, str) and own in POLICIES:
+            policy = own
         wanted = _wanted(params)
         able = [
             s

@@ -40,7 +40,7 @@ from capgate.model import (
 )
 from capgate.polls import PollCounter
 from capgate.router import Router
-from capgate.store.base import RefundLimit, Store
+from capgate.store.base import HOUR, RefundLimit, Store, hour_of
 
 log = logging.getLogger("capgate.service")
 
@@ -50,6 +50,28 @@ _LAST_POLLS_SIZE = 100_000  # tasks whose last poll time is kept (min_poll_inter
 _MAX_WORKER_LEASE = 100
 _MAX_IDEMPOTENCY_KEY = 255
 _MAX_WORKER_LEASE_SECONDS = 600.0
+# Anti-Captcha caches getQueueStats for 10 s; so does capgate (a store count per call).
+_QUEUE_STATS_SECONDS = 10.0
+_SPENDING_HOURS = 24  # getSpendingStats: "statistics for a 24 hour period", by hour
+
+
+class QueueStats(msgspec.Struct, frozen=True):
+    """How a queue stands here: solvers free to take its tasks, load, price, speed."""
+
+    waiting: int  # solvers of this type in service while nothing waits for them
+    load: float  # percent: the queue's share of queued tasks and solvers in service
+    bid: int  # what a task of this type costs the client, in micro-units
+    speed: float  # mean seconds a solver of this type took per task (0 before any)
+    total: int  # solvers of this type, in service or not
+
+
+class SpendingRecord(msgspec.Struct, frozen=True):
+    """One hour of a key's spending: answered tasks and the money they cost."""
+
+    date_from: int
+    date_till: int
+    volume: int
+    money: int
 
 
 class Service:
@@ -81,6 +103,7 @@ class Service:
         self._refreshing: set[str] = set()  # secrets whose key is being read again
         self._background: set[asyncio.Future[None]] = set()
         self._last_polls: dict[int, float] = {}  # task id -> when it was last polled
+        self._queue_stats: dict[TaskType | None, tuple[float, QueueStats]] = {}
         # Names this process when nodes that share a store take turns at the sweeps.
         self.node = secrets.token_hex(8)
         # Upstream answers kept for training (opt-in).
@@ -453,6 +476,57 @@ class Service:
     async def balance(self, key: Key) -> Key:
         """The key with its current balance."""
         return await self.store.get_key(key.id) or key
+
+    async def queue_stats(self, task_type: TaskType | None) -> QueueStats:
+        """The load on the queue of one task type, from this node's solvers and the
+        store's queue depth (every type's: the store counts one queue); cached 10 s."""
+        now = time.monotonic()
+        cached = self._queue_stats.get(task_type)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        solvers = (
+            [] if task_type is None else [s for s in self.router.solvers if task_type in s.types]
+        )
+        serving = [s for s in solvers if self.router.breaker_state(s.name) != "open"]
+        depth = await self.store.queue_depth()
+        speed = self.metrics.mean_solve_seconds(s.name for s in solvers)
+        stats = QueueStats(
+            waiting=0 if depth else len(serving),
+            load=round(100.0 * depth / (depth + len(serving)), 2) if depth else 0.0,
+            bid=0 if task_type is None else self.settings.prices[task_type],
+            speed=round(speed or 0.0, 2),
+            total=len(solvers),
+        )
+        self._queue_stats[task_type] = (now + _QUEUE_STATS_SECONDS, stats)
+        return stats
+
+    async def spending_stats(
+        self,
+        key: Key,
+        start: float | None,
+        types: frozenset[TaskType] | None = None,
+        soft_id: str | None = None,
+        ip: str | None = None,
+    ) -> list[SpendingRecord]:
+        """The key's spending hour by hour for 24 hours: from the hour `start` falls in,
+        or up to the current hour; only the task types, soft id and ip asked for."""
+        first = hour_of(start) if start is not None else hour_of(self.clock.now()) - 23 * HOUR
+        hours = {first + i * HOUR: [0, 0] for i in range(_SPENDING_HOURS)}
+        for line in await self.store.spending(key.id, first, first + _SPENDING_HOURS * HOUR):
+            if types is not None and line.type not in types:
+                continue
+            if (soft_id is not None and line.soft_id != soft_id) or (
+                ip is not None and line.ip != ip
+            ):
+                continue
+            totals = hours.get(line.hour)
+            if totals is not None:
+                totals[0] += line.volume
+                totals[1] += line.money
+        return [
+            SpendingRecord(hour, hour + HOUR - 1, volume, money)
+            for hour, (volume, money) in hours.items()
+        ]
 
     async def maintain(self) -> None:
         """One pass of housekeeping: expired leases, missed deadlines, retention.

@@ -87,15 +87,19 @@ def test_rule_4_a_ready_result_stays_readable_and_unchanged(server: CapgateServe
 @pytest.mark.parametrize(
     ("task", "solution"),
     [
+        # Every field the family's docs show (a test-key answer names its user agent).
         (
             {"websiteKey": "6LeIxAcTAAAAAJcZVRqyHh71UMIEGNQ_MXjiZKhI", "type": "RecaptchaV2Task"},
-            {"gRecaptchaResponse"},
+            {"gRecaptchaResponse", "token", "userAgent"},
         ),
         (
             {"websiteKey": "10000000-ffff-ffff-ffff-000000000001", "type": "HCaptchaTask"},
-            {"gRecaptchaResponse", "token"},
+            {"gRecaptchaResponse", "token", "respKey", "userAgent"},
         ),
-        ({"websiteKey": "1x00000000000000000000AA", "type": "TurnstileTask"}, {"token"}),
+        (
+            {"websiteKey": "1x00000000000000000000AA", "type": "TurnstileTask"},
+            {"token", "userAgent"},
+        ),
     ],
 )
 def test_rule_5_and_6_solution_fields_and_proxy_type_names_without_proxy(

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from capgate.solvers.testkeys import DOCUMENTED_USER_AGENT
 from tests.support import (
     BOOTSTRAP_KEY,
     CapgateServer,
@@ -223,7 +224,11 @@ def test_ucaptcha_statuses_and_http_codes(
         response = server.http.get(f"/task/result/{ok}?token={K}")
         if response.json()["status"] == "SUCCESS":
             break
-    assert response.json() == {"status": "SUCCESS", "result": {"token": "XXXX.DUMMY.TOKEN.XXXX"}}
+    # The seed's shape; a test-key answer also names the user agent to submit it with.
+    assert response.json() == {
+        "status": "SUCCESS",
+        "result": {"token": "XXXX.DUMMY.TOKEN.XXXX", "userAgent": DOCUMENTED_USER_AGENT},
+    }
     bad = submit(server, TURNSTILE_BLOCK)
     for _ in range(200):
         response = server.http.get(f"/task/result/{bad}", headers={"x-api-key": K})

@@ -21,7 +21,7 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store import MemoryStore, SqliteStore, Store
-from capgate.store.base import RefundLimit
+from capgate.store.base import RefundLimit, Spending, hour_of, soft_id_of
 
 pytestmark = pytest.mark.anyio
 
@@ -960,3 +960,66 @@ async def test_sqlite_adds_the_report_counters_to_an_older_database(tmp_path: Pa
     key = await store.key_by_hash(hash_secret("old"))
     assert key is not None and (key.balance, key.solved, key.refunds) == (5, 0, 0)
     await store.close()
+
+
+# --- the spending ledger (Anti-Captcha's getSpendingStats) ----------------------------
+
+
+async def answer(store: Store, task: Task, now: float) -> None:
+    """Lease and answer one queued task at `now`."""
+    (lease,) = await store.lease({task.type}, 1, 30, now)
+    assert lease.task.id == task.id
+    assert await store.complete(task.id, lease.token, Solution(text="x", token="t"), "s", now)
+
+
+async def test_the_spending_ledger_counts_answers_by_hour_and_refunds_in_their_hour(
+    store: Store,
+) -> None:
+    alice, bob = await new_key(store, 10_000, "alice"), await new_key(store, 10_000, "bob")
+    hour = hour_of(T0)
+    soft = TaskSpec(TaskType.IMAGE_TO_TEXT, {"softId": 42}, PNG)
+    first = await create(store, alice.id, IMAGE, 1000, "1.1.1.1", T0, T0 + 120)
+    await answer(store, first, T0 + 1)
+    second = await create(store, alice.id, soft, 1000, "1.1.1.1", T0, T0 + 120)
+    await answer(store, second, T0 + 2)
+    free = await create(store, alice.id, TOKEN_TASK, 0, "2.2.2.2", T0, T0 + 120)
+    await answer(store, free, T0 + 3)
+    later = await create(store, alice.id, IMAGE, 1000, "1.1.1.1", T0 + 3600, T0 + 3720)
+    await answer(store, later, T0 + 3601)
+    failed = await create(store, alice.id, IMAGE, 1000, "1.1.1.1", T0, T0 + 10)
+    await store.fail_overdue(T0 + 11)  # a failure is refunded: no spending
+    await create(store, bob.id, IMAGE, 1000, "3.3.3.3", T0, T0 + 120)
+    assert (await store.get_task(failed.id)) is not None
+    # The report lands in the hour its task was answered in, however late it comes.
+    assert await store.report(first.id, alice.id, correct=False) is not None
+
+    lines = await store.spending(alice.id, hour, hour + 2 * 3600)
+    assert lines == [
+        Spending(hour, TaskType.IMAGE_TO_TEXT, "1.1.1.1", "", 1, 0),
+        Spending(hour, TaskType.IMAGE_TO_TEXT, "1.1.1.1", "42", 1, 1000),
+        Spending(hour, TaskType.TURNSTILE, "2.2.2.2", "", 1, 0),
+        Spending(hour + 3600, TaskType.IMAGE_TO_TEXT, "1.1.1.1", "", 1, 1000),
+    ]
+    # Only hours that start inside the window, and only the key's own.
+    assert await store.spending(alice.id, hour + 1, hour + 2 * 3600) == lines[3:]
+    assert await store.spending(alice.id, hour, hour + 3600) == lines[:3]
+    assert await store.spending(bob.id, hour, hour + 2 * 3600) == []
+
+
+async def test_the_spending_ledger_outlives_the_tasks(store: Store) -> None:
+    key = await new_key(store)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    await answer(store, task, T0 + 1)
+    await store.purge(T0 + 2 * DAY, 100)
+    assert await store.get_task(task.id) is None
+    hour = hour_of(T0)
+    assert await store.spending(key.id, hour, hour + 3600) == [
+        Spending(hour, TaskType.IMAGE_TO_TEXT, "ip", "", 1, 1000)
+    ]
+
+
+def test_soft_ids_read_as_anti_captcha_and_capsolver_send_them() -> None:
+    assert soft_id_of({"softId": 30}) == "30"
+    assert soft_id_of({"softId": "", "appId": "3E36E3CD"}) == "3E36E3CD"
+    assert soft_id_of({"softId": True, "appId": None}) == ""
+    assert soft_id_of({"softId": 7.0}) == "7"

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from capgate.solvers.testkeys import DOCUMENTED_USER_AGENT, RECAPTCHA_TEST_TOKEN
 from tests.support import BOOTSTRAP_KEY, CapgateServer, captchas, image_task
 
 pytestmark = pytest.mark.system
@@ -98,12 +99,12 @@ def test_task_id_as_numeric_string_and_junk_fields(server: CapgateServer) -> Non
         (
             "TurnstileTaskProxyless",
             "1x00000000000000000000AA",
-            {"token": "XXXX.DUMMY.TOKEN.XXXX"},
+            {"token": "XXXX.DUMMY.TOKEN.XXXX", "userAgent": DOCUMENTED_USER_AGENT},
         ),
         (
             "AntiTurnstileTaskProxyLess",
             "3x00000000000000000000FF",
-            {"token": "XXXX.DUMMY.TOKEN.XXXX"},
+            {"token": "XXXX.DUMMY.TOKEN.XXXX", "userAgent": DOCUMENTED_USER_AGENT},
         ),
         (
             "HCaptchaTaskProxyless",
@@ -111,15 +112,17 @@ def test_task_id_as_numeric_string_and_junk_fields(server: CapgateServer) -> Non
             {
                 "gRecaptchaResponse": "10000000-aaaa-bbbb-cccc-000000000001",
                 "token": "10000000-aaaa-bbbb-cccc-000000000001",
+                "respKey": "",
+                "userAgent": DOCUMENTED_USER_AGENT,
             },
         ),
         (
             "NoCaptchaTaskProxyless",
             "6LeIxAcTAAAAAJcZVRqyHh71UMIEGNQ_MXjiZKhI",
             {
-                "gRecaptchaResponse": (
-                    "capgate-test-token.recaptcha-v2.6LeIxAcTAAAAAJcZVRqyHh71UMIEGNQ_MXjiZKhI"
-                )
+                "gRecaptchaResponse": RECAPTCHA_TEST_TOKEN,
+                "token": RECAPTCHA_TEST_TOKEN,
+                "userAgent": DOCUMENTED_USER_AGENT,
             },
         ),
     ],

@@ -302,3 +302,43 @@ def test_constants() -> None:
 def _typecheck() -> None:
     dialect: JsonDialect = anysolver
     del dialect
+
+
+@pytest.mark.parametrize(
+    ("mode", "policy"),
+    [
+        ("autoCheapest", "cheapest"),
+        ("autoFastest", "fastest"),
+        ("autoMostReliable", "reliable"),
+        ("priority", "priority"),
+    ],
+)
+def test_selection_modes_become_the_router_policy(mode: str, policy: str) -> None:
+    # anysolver.com/docs routing strategies, overridden per request.
+    for body in (
+        {"clientKey": "k", "task": SEED_TASK, "selectionMode": mode},
+        {"clientKey": "k", "task": SEED_TASK, "settings": {"routing": {"mode": mode}}},
+        {"clientKey": "k", "task": {**SEED_TASK, "selectionMode": mode}},
+    ):
+        create = anysolver.parse_create(json.dumps(body).encode())
+        spec = anysolver.parse_task(create.task)
+        assert spec.params["routingPolicy"] == policy
+        assert "selectionMode" not in spec.params
+
+
+def test_no_selection_mode_leaves_the_routing_alone() -> None:
+    create = anysolver.parse_create(
+        json.dumps({"clientKey": "k", "task": SEED_TASK, "selectionMode": None}).encode()
+    )
+    assert "routingPolicy" not in anysolver.parse_task(create.task).params
+
+
+@pytest.mark.parametrize("mode", ["autoRandom", 3, ["autoCheapest"]])
+def test_an_unknown_selection_mode_is_a_clear_error(mode: object) -> None:
+    create = anysolver.parse_create(
+        json.dumps({"clientKey": "k", "task": SEED_TASK, "selectionMode": mode}).encode()
+    )
+    with pytest.raises(CapgateError) as caught:
+        anysolver.parse_task(create.task)
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+    assert "autoCheapest" in caught.value.description

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from capgate.dialects import capsolver, ids
-from capgate.dialects.base import JsonDialect
+from capgate.dialects.base import ImageGroups, JsonDialect, StatsDialect
 from capgate.model import CapgateError, ErrorCode, Key, Solution, Task, TaskStatus, TaskType
 from tests.support import make_task, seed_document
 
@@ -225,11 +225,13 @@ def test_docs_create_request_parses_with_appid_and_empty_callback() -> None:
     spec = capsolver.parse_task(create.task)
     assert spec.type is TaskType.IMAGE_TO_TEXT
     assert spec.body == b"hello"
-    # CapSolver's image options stay in params; junk (null, "") is dropped.
+    # CapSolver's image options stay in params, and the top-level appId goes with the
+    # task (its softId: getSpendingStats filters by it); junk (null, "") is dropped.
     assert spec.params == {
         "module": "common",
         "score": 0.8,
         "case": True,
+        "appId": "APP_ID",
         "vendorType": "ImageToTextTask",
     }
 
@@ -352,3 +354,86 @@ def test_retention_is_five_minutes() -> None:
 def _typecheck() -> None:
     dialect: JsonDialect = capsolver
     del dialect
+
+
+# --- ImageToText's images, and the solution fields per type ---------------------------
+
+
+def test_one_image_in_images_is_a_plain_task() -> None:
+    task = {"type": "ImageToTextTask", "module": "number", "websiteURL": "https://x/"}
+    (spec,) = capsolver.parse_tasks({**task, "images": ["aGVsbG8="]})
+    assert spec.body == b"hello"
+    assert spec.params == {
+        "module": "number",
+        "websiteURL": "https://x/",
+        "vendorType": "ImageToTextTask",
+    }
+    assert capsolver.parse_task({**task, "images": ["aGVsbG8="]}) == spec
+
+
+def test_several_images_are_a_task_each_and_answered_as_a_list() -> None:
+    # docs.capsolver.com ImageToTextTask: images, "up to 9", answered as solution.answers.
+    specs = capsolver.parse_tasks({"type": "ImageToTextTask", "images": ["aGVsbG8=", "aGk="]})
+    assert [s.body for s in specs] == [b"hello", b"hi"]
+    first = capsolver.grouped(specs[0], [8])
+    assert first.params[capsolver.GROUP_PARAM] == [8]
+    lead = make(
+        TaskStatus.READY,
+        TaskType.IMAGE_TO_TEXT,
+        id=9,
+        params=first.params,
+        solution=Solution(text="12"),
+    )
+    other = make(TaskStatus.READY, TaskType.IMAGE_TO_TEXT, id=8, solution=Solution(text="34"))
+    assert capsolver.group_of(lead) == [8] and capsolver.group_of(other) == []
+    answer = decode(capsolver.render_group(lead, [other]))
+    assert answer["status"] == "ready" and answer["taskId"] == uuid_of(lead)
+    assert answer["solution"] == {"text": "12", "answers": ["12", "34"]}
+    waiting = decode(capsolver.render_group(lead, [make(TaskStatus.RUNNING, id=8)]))
+    assert (waiting["status"], "solution" in waiting) == ("processing", False)
+    queued = make(TaskStatus.QUEUED, TaskType.IMAGE_TO_TEXT, id=9)
+    assert decode(capsolver.render_group(queued, [make(TaskStatus.QUEUED, id=8)]))["status"] == (
+        "idle"
+    )
+    failed = make(TaskStatus.FAILED, id=8, error_code=ErrorCode.CAPTCHA_UNSOLVABLE)
+    broken = decode(capsolver.render_group(lead, [failed]))
+    assert (broken["errorId"], broken["taskId"]) == (1, uuid_of(lead))
+
+
+@pytest.mark.parametrize(
+    "images",
+    [["aGVsbG8="] * 10, "aGVsbG8=", [1, 2], ["aGVsbG8=", ""], [{"x": 1}]],
+)
+def test_bad_images_are_refused(images: object) -> None:
+    with pytest.raises(CapgateError) as caught:
+        capsolver.parse_tasks({"type": "ImageToTextTask", "images": images})
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+
+
+def test_images_and_body_together_or_for_a_token_task_are_refused() -> None:
+    with pytest.raises(CapgateError):
+        capsolver.parse_tasks({"type": "ImageToTextTask", "body": "aGk=", "images": ["aGk="]})
+    turnstile = {"type": "AntiTurnstileTaskProxyLess", "websiteURL": "https://x/"}
+    with pytest.raises(CapgateError):
+        capsolver.parse_tasks({**turnstile, "websiteKey": "k", "images": ["aGk=", "aGk="]})
+
+
+@pytest.mark.parametrize(
+    ("task_type", "expected"),
+    [
+        (TaskType.RECAPTCHA_V2, {"gRecaptchaResponse": "t", "userAgent": "UA"}),
+        (TaskType.RECAPTCHA_V3, {"gRecaptchaResponse": "t", "userAgent": "UA"}),
+        (TaskType.HCAPTCHA, {"gRecaptchaResponse": "t", "token": "t", "userAgent": "UA"}),
+        # docs.capsolver.com, Cloudflare Turnstile: token, type and userAgent.
+        (TaskType.TURNSTILE, {"token": "t", "type": "turnstile", "userAgent": "UA"}),
+    ],
+)
+def test_token_solution_fields(task_type: TaskType, expected: dict[str, str]) -> None:
+    done = make(TaskStatus.READY, task_type, solution=Solution(token="t", user_agent="UA"))
+    assert capsolver.render_solution(done) == expected
+
+
+def test_capsolver_answers_image_groups() -> None:
+    groups: ImageGroups = capsolver  # checked by mypy: the module has every function
+    assert isinstance(groups, ImageGroups)
+    assert not isinstance(capsolver, StatsDialect)

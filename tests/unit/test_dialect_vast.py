@@ -125,16 +125,6 @@ def test_failed_without_a_description_still_explains() -> None:
         (TaskType.HCAPTCHA, Solution(token="t"), {"token": "t"}),
         (TaskType.TURNSTILE, Solution(token="t"), {"token": "t"}),
         (TaskType.IMAGE_TO_TEXT, Solution(text="AB12", confidence=0.9), {"text": "AB12"}),
-        (
-            TaskType.TURNSTILE,
-            Solution(token="t", user_agent="UA"),
-            {"token": "t", "userAgent": "UA"},
-        ),
-        (
-            TaskType.RECAPTCHA_V2,
-            Solution(token="t", user_agent="UA"),
-            {"gRecaptchaResponse": "t", "userAgent": "UA"},
-        ),
     ],
 )
 def test_solution_fields_per_type(
@@ -142,6 +132,19 @@ def test_solution_fields_per_type(
 ) -> None:
     done = make(TaskStatus.READY, task_type, solution=solution)
     assert vast.render_solution(done) == expected
+
+
+@pytest.mark.parametrize(
+    ("task_type", "field"),
+    [(TaskType.TURNSTILE, "token"), (TaskType.RECAPTCHA_V2, "gRecaptchaResponse")],
+)
+def test_user_agent_only_when_the_client_sent_its_own(task_type: TaskType, field: str) -> None:
+    # Seed 003: userAgent is "present if a custom User-Agent was used".
+    solution = Solution(token="t", user_agent="UA")
+    custom = make(TaskStatus.READY, task_type, solution=solution, params={"userAgent": "UA"})
+    assert vast.render_solution(custom) == {field: "t", "userAgent": "UA"}
+    default = make(TaskStatus.READY, task_type, solution=solution, params={})
+    assert vast.render_solution(default) == {field: "t"}
 
 
 def test_result_stays_readable_after_ready() -> None:
@@ -205,7 +208,8 @@ def test_junk_is_tolerated() -> None:
     )
     spec = vast.parse_task(vast.parse_create(body).task)
     assert spec.body == b"hello"
-    assert spec.params == {"comment": False, "vendorType": "ImageToTextTask"}
+    # softId at the top goes with the task (getSpendingStats filters by it).
+    assert spec.params == {"comment": False, "softId": "7", "vendorType": "ImageToTextTask"}
 
 
 # --- getBalance, reports, errors --------------------------------------------------------
@@ -225,14 +229,16 @@ def test_reports_take_the_uuid() -> None:
     assert vast.render_reported(make(TaskStatus.READY)) == b'{"errorId":0,"status":"success"}'
 
 
-def test_request_errors_are_nested_and_at_the_top() -> None:
+def test_request_errors_are_nested_at_the_top_and_end_a_polling_loop() -> None:
     raw = vast.render_error(CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "Invalid API key"))
     fields = {
         "errorId": 1,
         "errorCode": "ERROR_KEY_DOES_NOT_EXIST",
         "errorDescription": "Invalid API key",
     }
-    assert decode(raw) == {**fields, "error": fields}
+    # Seed 003: poll "until the status is either ready or failed"; a bad key or an unknown
+    # id must stop that loop as a failed task does.
+    assert decode(raw) == {**fields, "status": "failed", "error": fields}
 
 
 @pytest.mark.parametrize(
@@ -255,7 +261,7 @@ def test_every_error_code_is_mapped() -> None:
         assert answer["errorId"] == 1 and answer["error"]["errorId"] == 1
         assert answer["errorCode"] == vast.ERRORS[code] and answer["errorCode"].startswith("ERROR_")
         assert answer["errorDescription"]
-        assert "status" not in answer
+        assert answer["status"] == "failed"
 
 
 def test_constants() -> None:

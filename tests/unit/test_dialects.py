@@ -92,7 +92,9 @@ def test_capsolver_statuses() -> None:
     running = json.loads(capsolver.render_result(task(TaskStatus.RUNNING)))
     assert running["status"] == "processing"
     ready = json.loads(capsolver.render_result(READY))
-    assert ready["status"] == "ready" and ready["solution"] == {"token": "tok"}
+    # docs.capsolver.com, Cloudflare Turnstile: the solution names its type.
+    assert ready["status"] == "ready"
+    assert ready["solution"] == {"token": "tok", "type": "turnstile"}
     failed = json.loads(capsolver.render_result(FAILED))
     assert (failed["errorId"], failed["errorCode"]) == (1, "ERROR_CAPTCHA_UNSOLVABLE")
     assert ids.parse_id(ready["taskId"]) == 42

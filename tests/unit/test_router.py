@@ -94,3 +94,26 @@ def test_spend_counts_only_priced_answers() -> None:
     router.charge(cheap, IMAGE)
     router.charge(unknown, IMAGE)
     assert (router.health["cheap"].spent, router.health["unknown"].spent) == (500, 0)
+
+
+def test_a_task_may_name_its_own_policy() -> None:
+    # AnySolver's per-request selectionMode arrives as the reserved `routingPolicy` param.
+    a, b, c = Named("a", 3000), Named("b", None), Named("c", 1000)
+    router = Router([a, b, c])
+    assert names(router.candidates(IMAGE, {"routingPolicy": "cheapest"}, "priority")) == [
+        "c",
+        "a",
+        "b",
+    ]
+    assert names(router.candidates(IMAGE, {"routingPolicy": "priority"}, "cheapest")) == [
+        "a",
+        "b",
+        "c",
+    ]
+    # Anything else is no policy: the one passed in stands.
+    for junk in ("autoCheapest", "", 7, None):
+        assert names(router.candidates(IMAGE, {"routingPolicy": junk}, "cheapest")) == [
+            "c",
+            "a",
+            "b",
+        ]

@@ -7,6 +7,8 @@ render with the dialect. Every failure is answered in the dialect's own error sh
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -14,9 +16,13 @@ import msgspec
 from capgate.api.http import Request, Response
 from capgate.api.routing import ErrorRenderer, Handler, Route, Routes, guarded, post_only
 from capgate.config import Settings
-from capgate.dialects.base import JsonDialect
-from capgate.model import CapgateError, ErrorCode
+from capgate.dialects.base import ImageGroups, JsonDialect, StatsDialect
+from capgate.images import check_image
+from capgate.model import CapgateError, ErrorCode, Key, Task, TaskSpec
 from capgate.service import Service
+
+# The dialect a stored task's own client speaks, where that differs from the route's.
+Origin = Callable[[Task], JsonDialect | None]
 
 log = logging.getLogger("capgate.api")
 
@@ -42,7 +48,15 @@ def mount_root(
     Some clients can change only their host, not their paths; a key whose `dialect` names
     one of `by_name` gets that dialect's exact shapes at the root.
     """
-    default_handlers = json_handlers(service, settings, default, "root")
+    capsolver = by_name.get("capsolver")
+
+    def origin(task: Task) -> JsonDialect | None:
+        # A task whose create carried CapSolver's appId came from a CapSolver client that
+        # reached the root (see below): its polls get CapSolver's shapes too.
+        app_id = task.params.get("appId")
+        return capsolver if isinstance(app_id, str) and app_id else None
+
+    default_handlers = json_handlers(service, settings, default, "root", origin)
     tables = {name: json_handlers(service, settings, d, "root") for name, d in by_name.items()}
     methods = set(default_handlers).union(*tables.values())
 
@@ -64,6 +78,11 @@ def mount_root(
                 service.metrics.request("root", ErrorCode.INTERNAL.value)
                 error = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
                 return _error_renderer(default)(error)
+            if chosen is None and method == "createTask" and _app_id_field(request.body):
+                # Only CapSolver documents `appId` at createTask's top level, and its SDKs
+                # send one: python3-capsolver joins "/createTask" onto a base URL without a
+                # trailing slash, dropping the /capsolver prefix, and lands here.
+                chosen = "capsolver"
             dialect, table = default, default_handlers
             if chosen is not None and chosen in tables:
                 dialect, table = by_name[chosen], tables[chosen]
@@ -124,6 +143,24 @@ class _KeyPeek(msgspec.Struct):
 _key_peek = msgspec.json.Decoder(_KeyPeek)
 
 
+class _AppIdPeek(msgspec.Struct):
+    appId: Any = None
+
+
+_app_id_peek = msgspec.json.Decoder(_AppIdPeek)
+
+
+def _app_id_field(body: bytes) -> bool:
+    """Whether a createTask body carries CapSolver's `appId` (a non-empty string)."""
+    if b"appId" not in body:  # Almost every request: skip decoding it again.
+        return False
+    try:
+        value = _app_id_peek.decode(body).appId
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return isinstance(value, str) and bool(value)
+
+
 def _error_renderer(dialect: JsonDialect) -> ErrorRenderer:
     def on_error(error: CapgateError) -> Response:
         return Response(dialect.render_error(error))
@@ -132,14 +169,27 @@ def _error_renderer(dialect: JsonDialect) -> ErrorRenderer:
 
 
 def json_handlers(
-    service: Service, settings: Settings, dialect: JsonDialect, label: str
+    service: Service,
+    settings: Settings,
+    dialect: JsonDialect,
+    label: str,
+    origin: Origin | None = None,
 ) -> dict[str, Handler]:
-    """Every method of a dialect, by name, each answering failures in the dialect's shape."""
+    """Every method of a dialect, by name, each answering failures in the dialect's shape.
+
+    `origin` names, for a stored task, another dialect its results are answered in.
+    """
 
     async def create_task(request: Request) -> Response:
         create = dialect.parse_create(request.body)
         key = await service.authenticate(create.client_key)
-        spec = dialect.parse_task(create.task)
+        if isinstance(dialect, ImageGroups):
+            specs = dialect.parse_tasks(create.task)
+            if len(specs) > 1:
+                return await create_group(request, key, dialect, specs)
+            spec = specs[0]
+        else:
+            spec = dialect.parse_task(create.task)
         task = await service.create_task(
             key,
             spec,
@@ -151,14 +201,56 @@ def json_handlers(
             task = await service.wait_until_final(task, settings.sync_wait_seconds)
         return Response(dialect.render_created(task))
 
+    async def create_group(
+        request: Request, key: Key, groups: ImageGroups, specs: list[TaskSpec]
+    ) -> Response:
+        """Several images, one task each: the others first, so the first can name them."""
+        for spec in specs:  # Every image is checked before any task is made of one.
+            if spec.body is not None:
+                check_image(spec.body, settings.max_image_bytes, settings.max_image_pixels)
+        idempotency = request.idempotency_key or _idempotency_field(request.body)
+        others: list[Task] = []
+        for number, spec in enumerate(specs[1:], start=1):
+            others.append(
+                await service.create_task(
+                    key,
+                    spec,
+                    request.client_ip,
+                    retention_seconds=dialect.RETENTION_SECONDS,
+                    idempotency_key=idempotency and f"{idempotency}#{number}",
+                )
+            )
+        first = await service.create_task(
+            key,
+            groups.grouped(specs[0], [t.id for t in others]),
+            request.client_ip,
+            retention_seconds=dialect.RETENTION_SECONDS,
+            idempotency_key=idempotency,
+        )
+        tasks = [first, *others]
+        if specs[0].type in dialect.SYNC_TYPES:
+            tasks = await wait_all(tasks, settings.sync_wait_seconds)
+        return Response(groups.render_group(tasks[0], tasks[1:]))
+
+    async def wait_all(tasks: list[Task], seconds: float) -> list[Task]:
+        deadline = time.monotonic() + seconds
+        return [
+            await service.wait_until_final(t, max(0.0, deadline - time.monotonic())) for t in tasks
+        ]
+
     async def get_task_result(request: Request) -> Response:
         client_key, task_id = dialect.parse_result(request.body)
         key = await service.authenticate(client_key)
         task = await service.get_result(key, task_id)
-        wait = _wait_seconds(request.body)
+        wait = min(_wait_seconds(request.body), settings.max_wait_seconds)
+        speaker = (origin(task) if origin is not None else None) or dialect
+        others = speaker.group_of(task) if isinstance(speaker, ImageGroups) else []
+        tasks = [task, *[await service.get_result(key, other) for other in others]]
         if wait > 0:
-            task = await service.wait_until_final(task, min(wait, settings.max_wait_seconds))
-        return Response(dialect.render_result(task))
+            tasks = await wait_all(tasks, wait)
+        if isinstance(speaker, ImageGroups) and others:
+            return Response(speaker.render_group(tasks[0], tasks[1:]))
+        return Response(speaker.render_result(tasks[0]))
 
     async def get_balance(request: Request) -> Response:
         key = await service.authenticate(dialect.parse_balance(request.body))
@@ -180,6 +272,8 @@ def json_handlers(
     }
     for name, verdict in dialect.REPORT_PATHS.items():
         handlers[name] = report(verdict)
+    if isinstance(dialect, StatsDialect):
+        handlers.update(stats_handlers(service, dialect))
 
     on_error = _error_renderer(dialect)
 
@@ -193,3 +287,21 @@ def json_handlers(
         name: guarded(post_only(handler), render, label=label, metrics=service.metrics)
         for name, handler in handlers.items()
     }
+
+
+def stats_handlers(service: Service, dialect: StatsDialect) -> dict[str, Handler]:
+    """Anti-Captcha's getQueueStats (no key needed, as documented) and getSpendingStats."""
+
+    async def get_queue_stats(request: Request) -> Response:
+        task_type = dialect.parse_queue_stats(request.body)
+        return Response(dialect.render_queue_stats(await service.queue_stats(task_type)))
+
+    async def get_spending_stats(request: Request) -> Response:
+        query = dialect.parse_spending_stats(request.body)
+        key = await service.authenticate(query.client_key)
+        records = await service.spending_stats(
+            key, query.start, query.types, query.soft_id, query.ip
+        )
+        return Response(dialect.render_spending_stats(records))
+
+    return {"getQueueStats": get_queue_stats, "getSpendingStats": get_spending_stats}

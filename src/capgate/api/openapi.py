@@ -71,6 +71,7 @@ _SOLUTION: Schema = {
         "text": {"type": "string"},
         "gRecaptchaResponse": {"type": "string"},
         "token": {"type": "string"},
+        "respKey": {"type": "string"},
         "userAgent": {"type": "string"},
     },
     "additionalProperties": False,
@@ -161,10 +162,49 @@ def anticaptcha_family(prefix: str = "") -> Schema:
         ),
         f"{prefix}/getBalance": _operation("Read the key's balance", _KEY_ONLY, [_BALANCE, _ERROR]),
     }
+    paths[f"{prefix}/getQueueStats"] = _operation(
+        "How a queue stands: free solvers, load, price, speed (no key needed)",
+        _obj(["queueId"], {"queueId": {"type": "integer"}}, False),
+        [
+            _obj(
+                ["errorId", "waiting", "load", "bid", "speed", "total"],
+                {
+                    "errorId": {"const": 0},
+                    "waiting": {"type": "integer"},
+                    "load": {"type": "number"},
+                    "bid": {"type": "string"},
+                    "speed": {"type": "number"},
+                    "total": {"type": "integer"},
+                },
+            ),
+            _ERROR,
+        ],
+    )
+    record = _obj(
+        ["dateFrom", "dateTill", "volume", "money"],
+        {
+            "dateFrom": {"type": "integer"},
+            "dateTill": {"type": "integer"},
+            "volume": {"type": "integer"},
+            "money": {"type": "number"},
+        },
+    )
+    paths[f"{prefix}/getSpendingStats"] = _operation(
+        "The key's spending, hour by hour",
+        _obj(["clientKey"], {"clientKey": {"type": "string"}}, False),
+        [
+            _obj(
+                ["errorId", "data"],
+                {"errorId": {"const": 0}, "data": {"type": "array", "items": record}},
+            ),
+            _ERROR,
+        ],
+    )
     for name in (
         "reportIncorrectImageCaptcha",
         "reportIncorrectRecaptcha",
         "reportIncorrectHcaptcha",
+        "reportIncorrectTokenCaptcha",
         "reportCorrectRecaptcha",
         "reportIncorrect",
         "reportCorrect",
@@ -227,7 +267,15 @@ def capsolver() -> Schema:
             "errorDescription": {"const": ""},
             "taskId": _STRING_ID,
             "status": {"enum": ["idle", "processing", "ready"]},
-            "solution": _SOLUTION,
+            # CapSolver's Turnstile answers name their type; several images, `answers`.
+            "solution": {
+                **_SOLUTION,
+                "properties": {
+                    **_SOLUTION["properties"],
+                    "type": {"type": "string"},
+                    "answers": {"type": "array", "items": {"type": "string"}},
+                },
+            },
         },
     )
     balance = _obj(
@@ -321,8 +369,8 @@ def vast() -> Schema:
         "errorDescription": {"type": "string"},
     }
     nested = _obj(["errorId", "errorCode", "errorDescription"], fields)
-    error = _obj(["errorId", "errorCode", "errorDescription", "error"], {**fields, "error": nested})
-    failed = _obj(
+    # Every error carries the status word too (seed 003), so a polling client stops.
+    error = _obj(
         ["errorId", "errorCode", "errorDescription", "status", "error"],
         {**fields, "status": {"const": "failed"}, "error": nested},
     )
@@ -352,7 +400,7 @@ def vast() -> Schema:
         {
             f"{p}/createTask": _operation("Create a task", _CREATE_REQUEST, [created, error]),
             f"{p}/getTaskResult": _operation(
-                "Read a task", _ID_REQUEST, [processing, ready, failed, error]
+                "Read a task", _ID_REQUEST, [processing, ready, error]
             ),
             f"{p}/getBalance": _operation("Read the balance", _KEY_ONLY, [balance, error]),
             f"{p}/reportIncorrect": _operation(

@@ -25,11 +25,13 @@ from capgate.model import (
     TaskType,
     format_money,
 )
+from capgate.router import POLICY_PARAM
 
 __all__ = [
     "ERRORS",
     "REPORT_PATHS",
     "RETENTION_SECONDS",
+    "SELECTION_MODES",
     "SYNC_TYPES",
     "parse_balance",
     "parse_create",
@@ -88,35 +90,67 @@ _STATUS = {
 }
 
 
+# AnySolver's routing modes (anysolver.com/docs/getting-started/routing-strategies: set on
+# the key, "override it per request") and the router policy each one is here.
+SELECTION_MODES: dict[str, str] = {
+    "autoCheapest": "cheapest",
+    "autoFastest": "fastest",
+    "autoMostReliable": "reliable",
+    "priority": "priority",
+}
+
+
 class _Routing(msgspec.Struct):
-    """The createTask fields AnySolver reads next to the task (only `provider` is kept)."""
+    """The createTask fields AnySolver reads next to the task: a provider, and the
+    routing mode as `selectionMode` (or nested as `settings.routing.mode`)."""
 
     provider: Any = None
+    selectionMode: Any = None
+    settings: Any = None
 
 
 _routing = msgspec.json.Decoder(_Routing)
 
 
 def parse_create(body: bytes) -> CreateRequest:
-    """Read a createTask request; a top-level `provider` is kept with the task."""
+    """Read a createTask request; a top-level `provider` and routing mode are kept with
+    the task (the task's own fields win)."""
     create = anticaptcha.parse_create(body)
     try:
-        provider = _routing.decode(body).provider
+        routing = _routing.decode(body)
     except (msgspec.DecodeError, RecursionError):  # parse_create has accepted the body
-        provider = None
-    if isinstance(provider, str) and provider and "provider" not in create.task:
-        return CreateRequest(create.client_key, {**create.task, "provider": provider})
-    return create
+        routing = _Routing()
+    task = create.task
+    if isinstance(routing.provider, str) and routing.provider and "provider" not in task:
+        task = {**task, "provider": routing.provider}
+    mode = routing.selectionMode
+    if mode in (None, "") and isinstance(routing.settings, dict):
+        nested = routing.settings.get("routing")
+        mode = nested.get("mode") if isinstance(nested, dict) else None
+    if mode not in (None, "") and "selectionMode" not in task:
+        task = {**task, "selectionMode": mode}
+    return CreateRequest(create.client_key, task) if task is not create.task else create
 
 
 def parse_task(task: dict[str, Any]) -> TaskSpec:
-    """Translate AnySolver's task object; its image tasks carry the image as imageBase64."""
+    """Translate AnySolver's task object; its image tasks carry the image as imageBase64,
+    and a `selectionMode` becomes the router policy the task is routed by."""
     if "imageBase64" in task:
         image = task["imageBase64"]
         task = {k: v for k, v in task.items() if k != "imageBase64"}  # not kept in params
         if image not in (None, "") and task.get("body") in (None, ""):
             task["body"] = image
-    return anticaptcha.parse_task(task)
+    spec = anticaptcha.parse_task(task)
+    mode = spec.params.pop("selectionMode", None)
+    if mode is not None:
+        policy = SELECTION_MODES.get(mode) if isinstance(mode, str) else None
+        if policy is None:
+            raise CapgateError(
+                ErrorCode.BAD_REQUEST,
+                f"selectionMode {mode!r} is not one of {', '.join(SELECTION_MODES)}",
+            )
+        spec.params[POLICY_PARAM] = policy
+    return spec
 
 
 def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:

@@ -6,6 +6,10 @@ with CapSolver's string error codes; a `status` in every createTask answer, beca
 `capsolver` SDK reads `r["status"]` there; image tasks answered inside createTask; results
 kept 5 minutes (seed 002). The SDK also sends `Authorization: Bearer <key>`: ignored, the
 key is read from `clientKey` in the body, which the SDK always sends too.
+
+ImageToText may carry `images`, up to 9 base64 images for the `number` module
+(docs.capsolver.com, ImageToTextTask): each is read as a task of its own, and the group is
+answered together, `solution.text` for the first and `solution.answers` with them all.
 """
 
 from __future__ import annotations
@@ -14,16 +18,14 @@ from typing import Any
 
 import msgspec
 
-from capgate.dialects import ids
+from capgate.dialects import anticaptcha, ids
 from capgate.dialects.anticaptcha import (
     parse_balance,
     parse_create,
     parse_result,
-    parse_task,
     parse_task_id,
     read_client_key,
     read_object,
-    render_solution,
 )
 from capgate.dialects.base import ReportRequest
 from capgate.model import (
@@ -31,6 +33,7 @@ from capgate.model import (
     ErrorCode,
     Key,
     Task,
+    TaskSpec,
     TaskStatus,
     TaskType,
     format_money,
@@ -38,19 +41,26 @@ from capgate.model import (
 
 __all__ = [
     "ERRORS",
+    "GROUP_PARAM",
+    "MAX_IMAGES",
     "REPORT_PATHS",
     "RETENTION_SECONDS",
     "SYNC_TYPES",
+    "group_of",
+    "grouped",
     "parse_balance",
     "parse_create",
     "parse_report",
     "parse_result",
     "parse_task",
+    "parse_tasks",
     "render_balance",
     "render_created",
     "render_error",
+    "render_group",
     "render_reported",
     "render_result",
+    "render_solution",
 ]
 
 # CapSolver's codes ("errorCode: full list of errors", docs.capsolver.com/guide/api-error);
@@ -95,6 +105,102 @@ _STATUS = {
 }
 # CapSolver answers success with empty error fields (docs: createTask, feedbackTask).
 _NO_ERROR: dict[str, Any] = {"errorId": 0, "errorCode": "", "errorDescription": ""}
+# ImageToText's `images` (docs.capsolver.com, ImageToTextTask): "up to 9 images".
+MAX_IMAGES = 9
+# The task of a group's first image keeps the ids of the others' tasks under this name.
+GROUP_PARAM = "imageTasks"
+_RECAPTCHA = (TaskType.RECAPTCHA_V2, TaskType.RECAPTCHA_V2_ENTERPRISE, TaskType.RECAPTCHA_V3)
+
+
+def parse_task(task: dict[str, Any]) -> TaskSpec:
+    """Translate CapSolver's task object (one image: `body`, or `images` with one)."""
+    specs = parse_tasks(task)
+    if len(specs) > 1:
+        raise CapgateError(ErrorCode.BAD_REQUEST, "Several images make several tasks")
+    return specs[0]
+
+
+def parse_tasks(task: dict[str, Any]) -> list[TaskSpec]:
+    """One spec per image of ImageToText's `images`; one spec for every other task.
+
+    `module` and `websiteURL` stay in the params (CapSolver's own options; an upstream
+    provider gets them), the images do not: each is its own task's image.
+    """
+    images = task.get("images")
+    if images is None or images == "" or images == []:
+        return [anticaptcha.parse_task({k: v for k, v in task.items() if k != "images"})]
+    if task.get("body") not in (None, ""):
+        raise CapgateError(ErrorCode.BAD_REQUEST, "Send the image as body or images, not both")
+    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+        raise CapgateError(ErrorCode.BAD_REQUEST, "images must be a list of base64 images")
+    if len(images) > MAX_IMAGES:
+        raise CapgateError(
+            ErrorCode.BAD_REQUEST, f"images holds {len(images)} images; at most {MAX_IMAGES}"
+        )
+    rest = {k: v for k, v in task.items() if k != "images"}
+    specs = [anticaptcha.parse_task({**rest, "body": image}) for image in images]
+    if specs[0].type is not TaskType.IMAGE_TO_TEXT:
+        raise CapgateError(ErrorCode.BAD_REQUEST, "images is for ImageToText tasks only")
+    return specs
+
+
+def grouped(spec: TaskSpec, others: list[int]) -> TaskSpec:
+    """The first image's spec, with the ids of the other images' tasks."""
+    return TaskSpec(spec.type, {**spec.params, GROUP_PARAM: others}, spec.body)
+
+
+def group_of(task: Task) -> list[int]:
+    """The ids of the tasks of the other images of this task's group (none if alone)."""
+    others = task.params.get(GROUP_PARAM)
+    if not isinstance(others, list):
+        return []
+    return [i for i in others if isinstance(i, int) and not isinstance(i, bool)]
+
+
+def render_group(first: Task, others: list[Task]) -> bytes:
+    """A group of images as one answer: failed if any failed, ready once all are, with
+    `text` (the first image's) and `answers` (every image's, in order)."""
+    tasks = [first, *others]
+    failed = next((t for t in tasks if t.status is TaskStatus.FAILED), None)
+    if failed is not None:
+        return render_failed(
+            msgspec.structs.replace(failed, id=first.id, created_at=first.created_at)
+        )
+    if all(t.status is TaskStatus.READY for t in tasks):
+        answers = [t.solution.text or "" if t.solution else "" for t in tasks]
+        answer = {**_answer(first), "solution": {"text": answers[0], "answers": answers}}
+        return _encoder.encode(answer)
+    waiting = msgspec.structs.replace(
+        first,
+        status=TaskStatus.QUEUED
+        if all(t.status is TaskStatus.QUEUED for t in tasks)
+        else TaskStatus.RUNNING,
+    )
+    return _encoder.encode(_answer(waiting))
+
+
+def render_solution(task: Task) -> dict[str, Any]:
+    """CapSolver's solution fields per type: reCAPTCHA `gRecaptchaResponse` and hCaptcha
+    `gRecaptchaResponse` (and `token`, CLIENTS.md rule 5) with `userAgent` (seed 002);
+    Turnstile `token`, `type` and `userAgent` (docs: Cloudflare Turnstile); image `text`."""
+    solution = task.solution
+    if solution is None:
+        return {}
+    token = solution.token or ""
+    out: dict[str, Any] = {}
+    if task.type is TaskType.IMAGE_TO_TEXT:
+        out["text"] = solution.text or ""
+    elif task.type in _RECAPTCHA:
+        out["gRecaptchaResponse"] = token
+    elif task.type is TaskType.HCAPTCHA:
+        out.update(gRecaptchaResponse=token, token=token)
+    elif task.type is TaskType.TURNSTILE:
+        out.update(token=token, type="turnstile")
+    else:
+        out["token"] = token
+    if solution.user_agent:
+        out["userAgent"] = solution.user_agent
+    return out
 
 
 def parse_report(body: bytes, verdict: bool | None) -> ReportRequest:

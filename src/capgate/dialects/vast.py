@@ -2,8 +2,10 @@
 
 UUID task ids; processing / ready / failed, with a failure's details in a nested `error`
 object. The seed's failure example says `"status": "error"` while its own status list says
-`failed`: capgate answers `failed`, the documented status word. Every answer also carries
-a top-level `errorId` (CLIENTS.md rule 2: failure is `errorId > 0` with `errorCode` and
+`failed`: capgate answers `failed`, the documented status word, and answers it in every
+error (a wrong key, an unknown id, bad input too), since the seed tells clients to poll
+"until the status is either ready or failed". Every answer also carries a top-level
+`errorId` (CLIENTS.md rule 2: failure is `errorId > 0` with `errorCode` and
 `errorDescription` at the top), so a failure has both the top-level error fields and the
 nested object Vast's clients read.
 """
@@ -103,7 +105,8 @@ def render_solution(task: Task) -> dict[str, Any]:
     else:
         # hCaptcha and Turnstile: `token` only, as seed 003's hCaptcha example shows.
         out["token"] = solution.token or ""
-    if solution.user_agent:
+    # Seed 003: userAgent is "present if a custom User-Agent was used": the client's own.
+    if solution.user_agent and task.params.get("userAgent"):
         out["userAgent"] = solution.user_agent
     return out
 
@@ -142,6 +145,7 @@ def render_reported(task: Task) -> bytes:
 
 
 def render_error(error: CapgateError) -> bytes:
-    """A request-level error: the top-level fields and the same in a nested `error`."""
+    """A request-level error: the status word that ends a polling loop, the top-level
+    fields and the same in a nested `error`."""
     fields = _error_fields(error.code, error.description)
-    return _encoder.encode({**fields, "error": fields})
+    return _encoder.encode({**fields, "status": "failed", "error": fields})

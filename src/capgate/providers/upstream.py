@@ -26,7 +26,11 @@ from capgate.solvers.base import SolveError, Solver
 log = logging.getLogger("capgate.providers")
 
 # Task parameters that are capgate's own business, never forwarded.
-_LOCAL_PARAMS = frozenset({"vendorType", "callbackUrl", "provider"})
+# Fields that mean something to capgate only (routing, grouping, its own bookkeeping)
+# and the client's software id with capgate: never forwarded to a provider.
+_LOCAL_PARAMS = frozenset(
+    {"vendorType", "callbackUrl", "provider", "routingPolicy", "imageTasks", "softId", "appId"}
+)
 _CODE = re.compile(r"[^A-Za-z0-9_]")
 
 

@@ -35,6 +35,14 @@ TURNSTILE_TEST_KEYS = {
 }
 TURNSTILE_DUMMY_TOKEN = "XXXX.DUMMY.TOKEN.XXXX"
 
+# The user agent a test-key answer carries when the client sent none: the one in 2Captcha's
+# documented Turnstile answer (2captcha.com/api-docs/cloudflare-turnstile). Clients that
+# require `solution.userAgent` (async-2captcha's Turnstile model) then get one.
+DOCUMENTED_USER_AGENT = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36"
+    " (KHTML, like Gecko) Chrome/116.0.0.0 Safari/537.36"
+)
+
 
 class TestKeysSolver(Solver):
     """Answers tasks for the vendors' documented test site keys."""
@@ -57,7 +65,7 @@ class TestKeysSolver(Solver):
     async def solve(self, task: Task) -> Solution:
         site_key = str(task.params.get("websiteKey"))
         user_agent = task.params.get("userAgent")
-        agent = user_agent if isinstance(user_agent, str) else None
+        agent = user_agent if isinstance(user_agent, str) and user_agent else DOCUMENTED_USER_AGENT
         if task.type is TaskType.RECAPTCHA_V2 and site_key == RECAPTCHA_V2_TEST_KEY:
             return Solution(token=RECAPTCHA_TEST_TOKEN, user_agent=agent)
         if task.type is TaskType.HCAPTCHA and site_key in HCAPTCHA_TEST_KEYS:

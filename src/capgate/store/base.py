@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Collection, Mapping
+from typing import Any
 
 from capgate.model import CapgateError, ErrorCode, Key, Lease, Solution, Task, TaskSpec, TaskType
 
@@ -202,6 +203,51 @@ class Store(abc.ABC):
     async def recent_tasks(self, limit: int) -> list[Task]:
         """The newest `limit` stored tasks, newest first, without their image bodies
         (for operators: the dashboard and `capgate tasks`)."""
+
+    @abc.abstractmethod
+    async def spending(self, key_id: int, since: float, until: float) -> list[Spending]:
+        """The key's spending ledger for the hours that start in [since, until).
+
+        A task adds to the hour it was answered in (`complete`: one more in `volume`, its
+        cost in `money`, free tasks too); a refunded report takes its cost back from that
+        same hour. The ledger is kept apart from the tasks, so it outlives their retention
+        (for SPENDING_KEEP_SECONDS). Lines come sorted by hour, type, ip and soft id.
+        """
+
+
+# How long the spending ledger keeps an hour: a month of Anti-Captcha's 24-hour reports.
+SPENDING_KEEP_SECONDS = 32 * 86_400
+HOUR = 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class Spending:
+    """One line of a key's spending ledger: an hour, and what was answered in it."""
+
+    hour: int  # Unix time of the hour's start
+    type: TaskType
+    ip: str
+    soft_id: str  # the client's softId (or CapSolver appId); "" when it sent none
+    volume: int
+    money: int
+
+
+def hour_of(moment: float) -> int:
+    """The start of the UTC hour `moment` falls in."""
+    return int(moment // HOUR) * HOUR
+
+
+def soft_id_of(params: Mapping[str, Any]) -> str:
+    """The application id a task was sent with (Anti-Captcha's softId, CapSolver's appId)."""
+    for name in ("softId", "appId"):
+        value = params.get(name)
+        if isinstance(value, bool) or value is None or value == "":
+            continue
+        if isinstance(value, int | str):
+            return str(value)
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+    return ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,14 +23,20 @@ from capgate.model import (
 )
 from capgate.store.base import (
     RefundLimit,
+    Spending,
     Store,
     fair_order,
+    hour_of,
     idempotency_conflict,
     out_of_attempts,
     report_not_recorded,
+    soft_id_of,
     timed_out,
     too_many_in_flight,
 )
+
+# A ledger line's identity: key id, hour, task type, ip, soft id.
+_Line = tuple[int, int, TaskType, str, str]
 
 
 class MemoryStore(Store):
@@ -43,6 +49,7 @@ class MemoryStore(Store):
         self._idempotent: dict[tuple[int, str], tuple[int, bytes]] = {}
         self._next_key_id = 1
         self._next_task_id = 1
+        self._spending: dict[_Line, list[int]] = {}  # line -> [volume, money]
 
     # --- keys -------------------------------------------------------------------------
 
@@ -156,6 +163,9 @@ class MemoryStore(Store):
                 key.balance += task.cost
                 key.spent -= task.cost
                 key.refunds += 1
+                line = self._spending.get(_line_of(task, task.finished_at or task.created_at))
+                if line is not None:
+                    line[1] -= task.cost
         return _copy_task(task)
 
     async def lease(
@@ -240,6 +250,9 @@ class MemoryStore(Store):
         key = self._keys[task.key_id]
         key.spent += task.cost
         key.solved += task.cost > 0
+        line = self._spending.setdefault(_line_of(task, now), [0, 0])
+        line[0] += 1
+        line[1] += task.cost
         return True
 
     async def fail(
@@ -314,6 +327,16 @@ class MemoryStore(Store):
             task.body = None
         return tasks
 
+    async def spending(self, key_id: int, since: float, until: float) -> list[Spending]:
+        return sorted(
+            (
+                Spending(hour, task_type, ip, soft_id, volume, money)
+                for (owner, hour, task_type, ip, soft_id), (volume, money) in self._spending.items()
+                if owner == key_id and since <= hour < until
+            ),
+            key=lambda s: (s.hour, s.type.value, s.ip, s.soft_id),
+        )
+
     # --- transitions ------------------------------------------------------------------
 
     @staticmethod
@@ -331,6 +354,10 @@ class MemoryStore(Store):
         task.lease_token = None
         task.lease_expires_at = None
         self._keys[task.key_id].balance += task.cost
+
+
+def _line_of(task: Task, answered_at: float) -> _Line:
+    return (task.key_id, hour_of(answered_at), task.type, task.ip, soft_id_of(task.params))
 
 
 def _copy_task(task: Task) -> Task:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, cast
 
@@ -37,7 +38,10 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import (
+    HOUR,
+    SPENDING_KEEP_SECONDS,
     RefundLimit,
+    Spending,
     Store,
     idempotency_conflict,
     report_not_recorded,
@@ -142,7 +146,30 @@ local function held(id, token, now)
   return f[1] == '1' and f[2] == token and f[3] ~= false and f[3] ~= ''
     and tonumber(f[3]) > now
 end
-""".replace("%FIELDS%", ", ".join(f"'{name}'" for name in _FIELDS))
+-- The spending ledger (Store.spending): one hash per key and hour, two fields per line
+-- ('v' and 'm', then the line as JSON: type, ip, soft id), kept for %KEEP% s.
+local function soft_of(params)
+  local ok, p = pcall(cjson.decode, params or '')
+  if not ok or type(p) ~= 'table' then return '' end
+  for _, name in ipairs({'softId', 'appId'}) do
+    local v = p[name]
+    if type(v) == 'string' and v ~= '' then return v end
+    if type(v) == 'number' and v == math.floor(v) then return string.format('%d', v) end
+  end
+  return ''
+end
+local function spend(key_id, moment, t, volume, money)
+  local ledger = P .. ':spend:' .. key_id .. ':' .. math.floor(moment / 3600) * 3600
+  if volume == 0 and redis.call('EXISTS', ledger) == 0 then return end
+  local f = redis.call('HMGET', t, 'type', 'ip', 'params')
+  local line = cjson.encode({f[1], f[2], soft_of(f[3])})
+  if volume ~= 0 then redis.call('HINCRBY', ledger, 'v' .. line, volume) end
+  redis.call('HINCRBY', ledger, 'm' .. line, money)
+  redis.call('EXPIRE', ledger, %KEEP%)
+end
+""".replace("%FIELDS%", ", ".join(f"'{name}'" for name in _FIELDS)).replace(
+    "%KEEP%", str(SPENDING_KEEP_SECONDS)
+)
 
 _CREATE = (
     _LUA_COMMON
@@ -317,6 +344,7 @@ finish(id, key_id)
 local cost = tonumber(redis.call('HGET', t, 'cost'))
 redis.call('HINCRBY', P .. ':key:' .. key_id, 'spent', cost)
 if cost > 0 then redis.call('HINCRBY', P .. ':key:' .. key_id, 'solved', 1) end
+spend(key_id, now, t, 1, cost)
 return 1
 """
 )
@@ -419,6 +447,7 @@ if f[1] == '2' and (f[2] == false or f[2] == '') then
     redis.call('HINCRBY', account, 'balance', cost)
     redis.call('HINCRBY', account, 'spent', -cost)
     redis.call('HINCRBY', account, 'refunds', 1)
+    spend(key_id, tonumber(redis.call('HGET', t, 'finished_at')), t, 0, -cost)
   end
 end
 return view(t)
@@ -452,6 +481,7 @@ return 1
 )
 
 _BYTE_FIELDS = tuple(name.encode() for name in _FIELDS)
+_ledger_line = msgspec.json.Decoder(tuple[str, str, str])
 _encoder = msgspec.json.Encoder()
 _solution = msgspec.json.Decoder(Solution)
 _params = msgspec.json.Decoder(dict[str, Any])
@@ -800,6 +830,25 @@ class RedisStore(Store):
         for task_type in TaskType:
             total += int(await self.redis.zcard(f"{P}:queued:{task_type.value}"))
         return total
+
+    async def spending(self, key_id: int, since: float, until: float) -> list[Spending]:
+        # Hours that start in [since, until), no further back than the ledger keeps.
+        since = max(since, until - SPENDING_KEEP_SECONDS - HOUR)
+        hours = range(math.ceil(since / HOUR) * HOUR, math.ceil(until), HOUR)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for hour in hours:
+                pipe.hgetall(f"{P}:spend:{key_id}:{hour}")
+            ledgers = cast(list[dict[bytes, bytes]], await pipe.execute())
+        lines: dict[tuple[int, str, str, str], list[int]] = {}
+        for hour, ledger in zip(hours, ledgers, strict=True):
+            for field, value in ledger.items():
+                type_, ip, soft_id = _ledger_line.decode(field[1:])
+                line = lines.setdefault((hour, type_, ip, soft_id), [0, 0])
+                line[field[:1] == b"m"] += int(value)
+        return [
+            Spending(hour, TaskType(type_), ip, soft_id, volume, money)
+            for (hour, type_, ip, soft_id), (volume, money) in sorted(lines.items())
+        ]
 
 
 def _connection_class(base: type[Any]) -> type[Any]:

@@ -36,12 +36,16 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import (
+    SPENDING_KEEP_SECONDS,
     RefundLimit,
+    Spending,
     Store,
     fair_order,
+    hour_of,
     idempotency_conflict,
     out_of_attempts,
     report_not_recorded,
+    soft_id_of,
     timed_out,
     too_many_in_flight,
 )
@@ -94,6 +98,17 @@ CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (lease_expires_at) WHERE status
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (deadline_at) WHERE status < 2;
 CREATE INDEX IF NOT EXISTS tasks_expiring ON tasks (expires_at);
 CREATE INDEX IF NOT EXISTS tasks_key_unfinished ON tasks (key_id) WHERE status < 2;
+-- The spending ledger (Store.spending): what each key's answers cost, by hour.
+CREATE TABLE IF NOT EXISTS spending (
+    key_id INTEGER NOT NULL,
+    hour INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    soft_id TEXT NOT NULL,
+    volume INTEGER NOT NULL,
+    money INTEGER NOT NULL,
+    PRIMARY KEY (key_id, hour, type, ip, soft_id)
+) WITHOUT ROWID;
 """
 
 _TASK_COLUMNS = (
@@ -160,7 +175,7 @@ class _Q:
     complete = (
         "UPDATE tasks SET status = 2, solution = ?, solver = ?, finished_at = ?, body = NULL,"
         f" lease_token = NULL, lease_expires_at = NULL WHERE {held}"
-        " RETURNING key_id, cost"
+        " RETURNING key_id, cost, type, ip, params"
     )
     held_task = f"SELECT id, key_id, cost, attempts FROM tasks WHERE {held}"
     requeue = (
@@ -186,7 +201,8 @@ class _Q:
     queue_depth = "SELECT count(*) FROM tasks WHERE status = 0"
     in_flight = "SELECT count(*) FROM tasks WHERE key_id = ? AND status < 2"
     reportable = (
-        "SELECT cost FROM tasks WHERE id = ? AND key_id = ? AND status = 2 AND verdict IS NULL"
+        "SELECT cost, finished_at, type, ip, params FROM tasks"
+        " WHERE id = ? AND key_id = ? AND status = 2 AND verdict IS NULL"
     )
     report_counts = "SELECT refunds, solved FROM keys WHERE id = ?"
     verdict = "UPDATE tasks SET verdict = ? WHERE id = ?"
@@ -194,6 +210,20 @@ class _Q:
         "UPDATE keys SET balance = balance + ?1, spent = spent - ?1, refunds = refunds + 1"
         " WHERE id = ?2"
     )
+    spend = (
+        "INSERT INTO spending (key_id, hour, type, ip, soft_id, volume, money)"
+        " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (key_id, hour, type, ip, soft_id)"
+        " DO UPDATE SET volume = volume + 1, money = money + excluded.money"
+    )
+    unspend = (
+        "UPDATE spending SET money = money - ?"
+        " WHERE key_id = ? AND hour = ? AND type = ? AND ip = ? AND soft_id = ?"
+    )
+    spending = (
+        "SELECT hour, type, ip, soft_id, volume, money FROM spending"
+        " WHERE key_id = ? AND hour >= ? AND hour < ? ORDER BY hour, type, ip, soft_id"
+    )
+    forget_spending = "DELETE FROM spending WHERE hour < ?"
 
 
 class _NewTask(NamedTuple):
@@ -231,6 +261,7 @@ class SqliteStore(Store):
         self._version_checked = False  # in this event-loop turn (see _check_version)
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
+        self._ledger_pruned = -1  # the hour the spending ledger was last pruned in
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -499,7 +530,7 @@ class SqliteStore(Store):
         with _transaction(db):
             row = db.execute(_Q.reportable, (task_id, key_id)).fetchone()
             if row is not None:
-                (cost,) = row
+                cost, finished_at, type_, ip, params = row
                 refund = not correct and cost > 0
                 if refund and limit is not None:
                     refunds, solved = db.execute(_Q.report_counts, (key_id,)).fetchone()
@@ -508,6 +539,9 @@ class SqliteStore(Store):
                 db.execute(_Q.verdict, (int(correct), task_id))
                 if refund:
                     db.execute(_Q.uncharge, (cost, key_id))
+                    soft_id = soft_id_of(_params_decoder.decode(params))
+                    line = (key_id, hour_of(finished_at), type_, ip, soft_id)
+                    db.execute(_Q.unspend, (cost, *line))
             found = db.execute(_Q.task_by_id, (task_id,)).fetchone()
         if found is None:
             return None
@@ -576,8 +610,10 @@ class SqliteStore(Store):
             ).fetchone()
             if row is None:
                 return False
-            key_id, cost = row
+            key_id, cost, type_, ip, params = row
             db.execute(_Q.charge, (cost, key_id))
+            soft_id = soft_id_of(_params_decoder.decode(params))
+            db.execute(_Q.spend, (key_id, hour_of(now), type_, ip, soft_id, cost))
         return True
 
     async def fail(
@@ -646,6 +682,10 @@ class SqliteStore(Store):
         purged = self.db.execute(_Q.purge, (now, limit)).rowcount
         if purged:
             self._read.clear()
+        # The ledger's old hours go once an hour (the sweep runs every second).
+        if hour_of(now) != self._ledger_pruned:
+            self._ledger_pruned = hour_of(now)
+            self.db.execute(_Q.forget_spending, (hour_of(now - SPENDING_KEEP_SECONDS),))
         return purged
 
     async def in_flight(self, key_id: int) -> int:
@@ -659,6 +699,13 @@ class SqliteStore(Store):
     async def recent_tasks(self, limit: int) -> list[Task]:
         rows = self.db.execute(_Q.recent, (max(0, limit),)).fetchall()
         return [_task(row) for row in rows]
+
+    async def spending(self, key_id: int, since: float, until: float) -> list[Spending]:
+        rows = self.db.execute(_Q.spending, (key_id, since, until)).fetchall()
+        return [
+            Spending(hour, TaskType(type_), ip, soft_id, volume, money)
+            for hour, type_, ip, soft_id, volume, money in rows
+        ]
 
     def _fail(
         self,
