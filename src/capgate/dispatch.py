@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from capgate.clock import Clock
 from capgate.config import Settings
@@ -25,6 +27,25 @@ from capgate.solvers.base import SolveError, Solver
 from capgate.store.base import Store
 
 log = logging.getLogger("capgate.dispatch")
+
+THRESHOLD_FIELD = "recognizingThreshold"
+
+
+def recognizing_threshold(params: Mapping[str, Any]) -> float | None:
+    """CapMonster's `recognizingThreshold` of an image task as a probability (0-100 sent,
+    0-1 returned), None when absent; ValueError when it is not a number from 0 to 100.
+
+    Numeric strings count: form-encoded clients (and the key suffix) send text."""
+    value = params.get(THRESHOLD_FIELD)
+    if value is None:
+        return None
+    number = math.nan
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError, OverflowError):  # 10**400 is no float
+            number = float(value)
+    if not 0 <= number <= 100:  # NaN too: it compares false
+        raise ValueError(f"{THRESHOLD_FIELD} must be a number from 0 to 100, not {value!r}")
+    return number / 100
 
 
 class Dispatcher:
@@ -112,7 +133,9 @@ class Dispatcher:
 
         Each solver after the first counts one more attempt under the same lease (the
         task's solveCount). A local answer less sure than `ocr_min_confidence` is kept
-        while the next candidates try; it stands if none of them answers.
+        while the next candidates try; it stands if none of them answers. One less sure
+        than the task's `recognizingThreshold` never stands: unless a later candidate
+        answers, the task fails CAPTCHA_UNSOLVABLE (failed tasks are refunded).
         """
         task, token = lease.task, lease.token
         store, settings, clock, router = self.store, self.settings, self.clock, self.router
@@ -122,7 +145,9 @@ class Dispatcher:
                 lease, SolveError(ErrorCode.TASK_NOT_SUPPORTED, "No solver here accepts this task")
             )
             return
+        threshold = _threshold_of(task)
         unsure: tuple[Solver, Solution] | None = None
+        refused: tuple[Solver, SolveError] | None = None
         last: tuple[Solver, SolveError] | None = None
         attempts = 0
         for position, solver in enumerate(candidates):
@@ -157,7 +182,12 @@ class Dispatcher:
                 last = (solver, error)
                 continue
             router.record(solver, True, time.monotonic() - started, its_fault=False)
-            sure = solution.confidence is None or solution.confidence >= settings.ocr_min_confidence
+            confidence = solution.confidence  # None: an upstream provider's answer
+            if threshold is not None and confidence is not None and confidence < threshold:
+                if refused is None:
+                    refused = (solver, _below_threshold(confidence, threshold))
+                continue
+            sure = confidence is None or confidence >= settings.ocr_min_confidence
             if not sure and unsure is None and position < len(candidates) - 1:
                 unsure = (solver, solution)
                 continue
@@ -165,6 +195,9 @@ class Dispatcher:
             return
         if unsure is not None:
             await self._complete(lease, *unsure)
+        elif refused is not None:
+            # The client asked not to get (nor pay for) an answer this unsure.
+            await self._fail(lease, refused[1], refused[0].name)
         elif last is not None:
             await self._fail(lease, last[1], last[0].name)
         else:
@@ -265,6 +298,24 @@ class Dispatcher:
             )
 
         await self._recorded(lease.task.id, fail)
+
+
+def _threshold_of(task: Task) -> float | None:
+    """The task's recognizingThreshold as a probability (image tasks only, as CapMonster
+    applies it); createTask refused bad values, so one here is ignored."""
+    if task.type is not TaskType.IMAGE_TO_TEXT:
+        return None
+    try:
+        return recognizing_threshold(task.params)
+    except ValueError:
+        return None
+
+
+def _below_threshold(confidence: float, threshold: float) -> SolveError:
+    return SolveError(
+        ErrorCode.CAPTCHA_UNSOLVABLE,
+        f"The answer was {confidence:.1%} sure; recognizingThreshold asks for {threshold * 100:g}%",
+    )
 
 
 class _LeaseLost(Exception):

@@ -146,6 +146,9 @@ class Key(msgspec.Struct):
     # answer: the share that the report cap (Service.report) limits.
     solved: int = 0
     refunds: int = 0
+    # Options the client appended to the secret (`SECRET__recognizingthreshold_70`), for
+    # the tasks of this request only; never stored.
+    options: dict[str, Any] = {}
 
 
 class Lease(msgspec.Struct):

@@ -21,6 +21,7 @@ from capgate.callbacks import Deliverer, check_url
 from capgate.clock import Clock
 from capgate.completions import Completions
 from capgate.config import Settings
+from capgate.dispatch import THRESHOLD_FIELD, recognizing_threshold
 from capgate.finished import FinishedTasks
 from capgate.images import check_image
 from capgate.keys import hash_secret
@@ -134,6 +135,7 @@ class Service:
         more second (a busy key's every request at once used to read it).
         """
         now = time.monotonic()
+        # Cached by the whole string as sent: a suffixed secret is cached with its options.
         cached = self._known_keys.get(secret)
         if cached is not None:
             fresh_until, known = cached
@@ -141,20 +143,33 @@ class Service:
                 return known
             if secret in self._refreshing and now < fresh_until + _KEY_CACHE_SECONDS:
                 return known
-        digest = hash_secret(secret)
         self._refreshing.add(secret)
         try:
-            key = await self.store.key_by_hash(digest)
+            key = await self._key_of(secret)
         finally:
             self._refreshing.discard(secret)
-        # The lookup is by digest; the final comparison is constant-time all the same.
-        if key is None or not hmac.compare_digest(key.key_hash, digest):
+        if key is None:
             self._known_keys.pop(secret, None)
             raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "The API key does not exist")
         if len(self._known_keys) >= _KEY_CACHE_SIZE:
             self._known_keys.clear()
         self._known_keys[secret] = (now + _KEY_CACHE_SECONDS, key)
         return key
+
+    async def _key_of(self, sent: str) -> Key | None:
+        """The stored key of a secret as sent, with the options of a 2Captcha-style suffix
+        (`SECRET__recognizingthreshold_70`, parts after the first `__`; see
+        `_key_options`). A chosen secret that itself holds `__` is still found whole."""
+        secret, _, suffix = sent.partition("__")
+        tries = [(secret, _key_options(suffix))] if suffix else []
+        tries.append((sent, {}))
+        for candidate, options in tries:
+            digest = hash_secret(candidate)
+            key = await self.store.key_by_hash(digest)
+            # The lookup is by digest; the final comparison is constant-time all the same.
+            if key is not None and hmac.compare_digest(key.key_hash, digest):
+                return msgspec.structs.replace(key, options=options) if options else key
+        return None
 
     async def create_task(
         self,
@@ -174,6 +189,9 @@ class Service:
             if spec.body is None:
                 raise CapgateError(ErrorCode.ZERO_CAPTCHA_FILESIZE, "The task has no image")
             check_image(spec.body, self.settings.max_image_bytes, self.settings.max_image_pixels)
+            if key.options:  # the key suffix's options, where the task sets none of its own
+                spec = msgspec.structs.replace(spec, params={**key.options, **spec.params})
+            _check_threshold(spec.params)
         _check_fields(spec.params, self.settings.max_field_chars)
         callback = spec.params.get("callbackUrl")
         if callback is not None:
@@ -580,6 +598,35 @@ def _check_fields(params: dict[str, Any], max_chars: int) -> None:
                 walk(item, f"{where}[{index}]", depth + 1)
 
     walk(params, "", 0)
+
+
+def _check_threshold(params: dict[str, Any]) -> None:
+    """Refuse a `recognizingThreshold` that is not a number from 0 to 100 before anything
+    is stored (the dispatcher applies it)."""
+    try:
+        recognizing_threshold(params)
+    except ValueError as exc:
+        raise CapgateError(ErrorCode.BAD_REQUEST, str(exc)) from None
+
+
+# The options of a key suffix that capgate knows (lower case, as sent in any case).
+_KEY_OPTIONS = {"recognizingthreshold": THRESHOLD_FIELD}
+
+
+def _key_options(suffix: str) -> dict[str, Any]:
+    """The known options of a key suffix (`recognizingthreshold_70__module`, parts split
+    by `__`, each `name_value`); module names and unknown options are ignored."""
+    options: dict[str, Any] = {}
+    for part in suffix.split("__"):
+        name, _, text = part.partition("_")
+        field = _KEY_OPTIONS.get(name.lower())
+        if field is not None and text:
+            # A number when it is one; else the text, for create_task to refuse by name.
+            value: Any = text
+            with contextlib.suppress(ValueError):
+                value = float(text) if "." in text else int(text)
+            options[field] = value
+    return options
 
 
 def _fingerprint(spec: TaskSpec) -> bytes:

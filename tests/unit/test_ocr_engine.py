@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -59,6 +63,30 @@ def test_single_and_batch_reads_agree(engine: OcrEngine) -> None:
     single = [engine.read(png) for png, _ in samples]
     assert [r.text for r in batch] == [r.text for r in single]
     assert [r.confidence for r in batch] == pytest.approx([r.confidence for r in single])
+
+
+def test_confidence_is_calibrated_when_the_model_has_a_calibration(
+    engine: OcrEngine, tmp_path: Path
+) -> None:
+    samples = synth.generate(9, 12, synth.CHARSET_A, 4, 6)
+    images = [png for png, _ in samples]
+    raw = OcrEngine(calibrated=False).read_batch(images)
+    assert engine.calibration is not None
+    read = engine.read_batch(images)
+    assert [r.text for r in read] == [r.text for r in raw]
+    assert [r.confidence for r in read] == pytest.approx(
+        [engine.calibration(r.confidence) for r in raw]
+    )
+    # A model without one (as `capgate ocr train` writes it) answers with raw scores.
+    document = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    del document["calibration"]
+    (tmp_path / "model.json").write_text(json.dumps(document))
+    shutil.copyfile(DEFAULT_MODEL, tmp_path / "model.onnx")
+    bare = OcrEngine(tmp_path / "model.onnx")
+    assert bare.calibration is None
+    assert [r.confidence for r in bare.read_batch(images)] == pytest.approx(
+        [r.confidence for r in raw]
+    )
 
 
 @pytest.mark.parametrize("junk", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 64])

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from capgate.ocr.calibration import Calibration
 from capgate.ocr.grammar import OPERATORS, Grammar, best_path
 
 MODEL_DIR = Path(__file__).parent
@@ -38,24 +39,32 @@ class OcrResult:
     """The text read from an image and how sure the model is of it."""
 
     text: str
-    # The product of each emitted character's best probability along the greedy CTC path:
-    # 1.0 when the model is certain of every character, lower with every doubt.
+    # From the engine: the probability that the text is exactly right, when the model has
+    # a calibration (the shipped one does); else, as from `decode`, the raw score: the
+    # product of each emitted character's best probability along the decoded path (1.0
+    # when the model is certain of every character, lower with every doubt).
     confidence: float
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the engine needs to know about a model: its input size and its alphabet."""
+    """What the engine needs to know about a model: its input size, its alphabet and the
+    calibration of its confidence, if it has one."""
 
     height: int
     width: int
     charset: str  # Output class i + 1 is charset[i]; class 0 is the CTC blank.
+    # Fitted by training/calibrate.py; a model fine-tuned by `capgate ocr train` has none
+    # (its scores are not those of the shipped model) and answers with raw scores.
+    calibration: Calibration | None = None
 
     @classmethod
     def load(cls, path: Path) -> ModelSpec:
         """Read the JSON that sits beside a model file."""
         data = json.loads(path.read_text())
-        return cls(int(data["height"]), int(data["width"]), str(data["charset"]))
+        knots = data.get("calibration")
+        calibration = Calibration.from_json(knots) if knots is not None else None
+        return cls(int(data["height"]), int(data["width"]), str(data["charset"]), calibration)
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -216,13 +225,19 @@ def _best_path_of_length(probs: npt.NDArray[np.float32], low: int, high: int) ->
 
 
 class OcrEngine:
-    """Reads captcha images with the shipped model (or another one given by path)."""
+    """Reads captcha images with the shipped model (or another one given by path).
 
-    def __init__(self, model_path: Path | None = None, threads: int = 1) -> None:
+    Its confidences are calibrated when the model's JSON holds a calibration, unless
+    `calibrated` is False (training/calibrate.py reads the raw scores it fits on)."""
+
+    def __init__(
+        self, model_path: Path | None = None, threads: int = 1, calibrated: bool = True
+    ) -> None:
         import onnxruntime as ort
 
         path = model_path or DEFAULT_MODEL
         self.spec = ModelSpec.load(path.with_suffix(".json"))
+        self.calibration = self.spec.calibration if calibrated else None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -249,4 +264,8 @@ class OcrEngine:
         spec = self.spec
         batch = np.stack([preprocess(open_image(b), spec.height, spec.width) for b in images])
         (logits,) = self._session.run(None, {self._input: batch})
-        return [decode(row, spec.charset, allowed, constraints) for row in logits]
+        results = [decode(row, spec.charset, allowed, constraints) for row in logits]
+        calibration = self.calibration
+        if calibration is None:
+            return results
+        return [OcrResult(r.text, calibration(r.confidence) if r.text else 0.0) for r in results]

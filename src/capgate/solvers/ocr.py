@@ -2,6 +2,10 @@
 
 The recognizer is CPU-bound, so it runs in worker processes and the event loop never waits
 on it. Each worker loads the shipped ONNX model once and runs it with one thread.
+
+An answer's confidence is the engine's: calibrated (the probability that it is right) for
+the shipped model, the raw score for a fine-tuned one that has no calibration. The
+dispatcher compares it with `ocr_min_confidence` and a task's `recognizingThreshold`.
 """
 
 from __future__ import annotations
