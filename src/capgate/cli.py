@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import shutil
@@ -80,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--dialect",
         help="the dialect the root paths speak for this key (default: the Anti-Captcha family)",
+    )
+    create.add_argument(
+        "--allow-ip",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a network the key may be used from (repeatable; default: anywhere)",
     )
     create.set_defaults(run=_keys_create)
     listing = key_commands.add_parser("list", help="list keys, balances and spend")
@@ -267,6 +275,12 @@ def _keys_create(args: argparse.Namespace) -> int:
         raise CliError("a balance cannot be negative")
     if args.dialect is not None and args.dialect not in JSON_DIALECTS:
         raise CliError(f"unknown dialect {args.dialect!r}; known: {', '.join(JSON_DIALECTS)}")
+    networks = []
+    for given in args.allow_ip:
+        try:
+            networks.append(str(ipaddress.ip_network(given.strip(), strict=False)))
+        except ValueError:
+            raise CliError(f"--allow-ip {given!r} is not an address or a network (CIDR)") from None
     secure_data_folder(settings.data, settings.store)
 
     async def create() -> str:
@@ -280,6 +294,7 @@ def _keys_create(args: argparse.Namespace) -> int:
                 SystemClock().now(),
                 args.dialect,
                 args.worker,
+                networks,
             )
             return secret
         finally:
@@ -305,6 +320,7 @@ def _keys_list(args: argparse.Namespace) -> int:
                 f"{key.id:>4}  {key.name[:16]:<16} {key.key_hash.hex()[:12] + '..':<14}"
                 f" {format_money(key.balance):>12} {format_money(key.spent):>12}"
                 f"  {key.dialect or 'anticaptcha'}{'  (worker)' if key.worker else ''}"
+                + (f"  from {', '.join(key.allow_ips)}" if key.allow_ips else "")
             )
 
     asyncio.run(listing())

@@ -63,6 +63,8 @@ class ErrorCode(enum.StrEnum):
     NOT_REPORTABLE = "NOT_REPORTABLE"
     # A report refused: too late after the answer, or the key reports too large a share.
     REPORT_NOT_RECORDED = "REPORT_NOT_RECORDED"
+    # The key may be used only from the networks it allows (keys create --allow-ip).
+    IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
     NO_SLOT = "NO_SLOT"
     CAPTCHA_UNSOLVABLE = "CAPTCHA_UNSOLVABLE"
@@ -146,6 +148,8 @@ class Key(msgspec.Struct):
     # answer: the share that the report cap (Service.report) limits.
     solved: int = 0
     refunds: int = 0
+    # The networks (CIDR) the key may be used from; empty: any.
+    allow_ips: list[str] = []
     # Options the client appended to the secret (`SECRET__recognizingthreshold_70`), for
     # the tasks of this request only; never stored.
     options: dict[str, Any] = {}

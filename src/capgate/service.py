@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import time
@@ -112,8 +113,9 @@ class Service:
             LabelKeeper(settings.data / "labels") if settings.keep_upstream_labels else None
         )
 
-    async def authenticate(self, secret: str) -> Key:
-        """The client key a secret belongs to, or KEY_DOES_NOT_EXIST.
+    async def authenticate(self, secret: str, ip: str) -> Key:
+        """The client key a secret belongs to, used from `ip`; else KEY_DOES_NOT_EXIST, or
+        IP_NOT_ALLOWED outside the key's networks.
 
         A worker key is not a client key: it may lease and answer tasks, never create,
         read or pay for them (keys have one role each).
@@ -123,6 +125,7 @@ class Service:
             raise CapgateError(
                 ErrorCode.KEY_DOES_NOT_EXIST, "This is a worker key; it cannot be used as a client"
             )
+        _check_address(key, ip)
         return key
 
     async def lookup_key(self, secret: str) -> Key:
@@ -391,9 +394,11 @@ class Service:
 
     # --- remote workers -----------------------------------------------------------------
 
-    async def authenticate_worker(self, secret: str) -> Key:
-        """The worker key a secret belongs to; a client key cannot lease tasks."""
+    async def authenticate_worker(self, secret: str, ip: str) -> Key:
+        """The worker key a secret belongs to, used from `ip`; a client key cannot lease
+        tasks."""
         key = await self.lookup_key(secret)
+        _check_address(key, ip)
         if not key.worker:
             raise CapgateError(ErrorCode.KEY_DOES_NOT_EXIST, "This key is not a worker key")
         return key
@@ -566,6 +571,23 @@ class Service:
 
 _MAX_FIELD_DEPTH = 8
 _MAX_FIELDS = 200
+
+
+def _check_address(key: Key, ip: str) -> None:
+    """Refuse a key used from outside the networks it allows (none listed: anywhere)."""
+    if not key.allow_ips:
+        return
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        address = None
+    if address is not None and any(
+        address in ipaddress.ip_network(network, strict=False) for network in key.allow_ips
+    ):
+        return
+    raise CapgateError(
+        ErrorCode.IP_NOT_ALLOWED, f"This key may not be used from {ip or 'an unknown address'}"
+    )
 
 
 def _check_fields(params: dict[str, Any], max_chars: int) -> None:

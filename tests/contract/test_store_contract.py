@@ -1023,3 +1023,14 @@ def test_soft_ids_read_as_anti_captcha_and_capsolver_send_them() -> None:
     assert soft_id_of({"softId": "", "appId": "3E36E3CD"}) == "3E36E3CD"
     assert soft_id_of({"softId": True, "appId": None}) == ""
     assert soft_id_of({"softId": 7.0}) == "7"
+
+
+async def test_a_key_keeps_the_networks_it_may_be_used_from(store: Store) -> None:
+    key = await store.create_key(
+        "net", hash_secret("net"), 0, T0, allow_ips=["10.0.0.0/8", "2001:db8::/32"]
+    )
+    assert key.allow_ips == ["10.0.0.0/8", "2001:db8::/32"]
+    found = await store.key_by_hash(hash_secret("net"))
+    assert found is not None and found.allow_ips == ["10.0.0.0/8", "2001:db8::/32"]
+    anywhere = await new_key(store)
+    assert anywhere.allow_ips == []

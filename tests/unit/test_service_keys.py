@@ -44,16 +44,16 @@ async def test_one_request_reads_a_busy_key_again(tmp_path: Path) -> None:
     service = Service(store, Router([]), Settings(data=tmp_path), SystemClock())
     key = await store.create_key("k", hash_secret("secret"), 100, time.time())
 
-    assert (await service.authenticate("secret")).id == key.id
-    await asyncio.gather(*(service.authenticate("secret") for _ in range(20)))
+    assert (await service.authenticate("secret", "127.0.0.1")).id == key.id
+    await asyncio.gather(*(service.authenticate("secret", "127.0.0.1") for _ in range(20)))
     assert store.lookups == 1  # remembered
 
     await asyncio.sleep(1.05)  # the second is up
-    found = await asyncio.gather(*(service.authenticate("secret") for _ in range(20)))
+    found = await asyncio.gather(*(service.authenticate("secret", "127.0.0.1") for _ in range(20)))
     assert all(k.id == key.id for k in found)
     assert store.lookups == 2  # one read again; the others went on with the old copy
 
     with pytest.raises(CapgateError) as refused:
-        await service.authenticate("no such secret")
+        await service.authenticate("no such secret", "127.0.0.1")
     assert refused.value.code is ErrorCode.KEY_DOES_NOT_EXIST
     await store.close()

@@ -182,7 +182,7 @@ def json_handlers(
 
     async def create_task(request: Request) -> Response:
         create = dialect.parse_create(request.body)
-        key = await service.authenticate(create.client_key)
+        key = await service.authenticate(create.client_key, request.client_ip)
         if isinstance(dialect, ImageGroups):
             specs = dialect.parse_tasks(create.task)
             if len(specs) > 1:
@@ -240,7 +240,7 @@ def json_handlers(
 
     async def get_task_result(request: Request) -> Response:
         client_key, task_id = dialect.parse_result(request.body)
-        key = await service.authenticate(client_key)
+        key = await service.authenticate(client_key, request.client_ip)
         task = await service.get_result(key, task_id)
         wait = min(_wait_seconds(request.body), settings.max_wait_seconds)
         speaker = (origin(task) if origin is not None else None) or dialect
@@ -253,13 +253,13 @@ def json_handlers(
         return Response(speaker.render_result(tasks[0]))
 
     async def get_balance(request: Request) -> Response:
-        key = await service.authenticate(dialect.parse_balance(request.body))
+        key = await service.authenticate(dialect.parse_balance(request.body), request.client_ip)
         return Response(dialect.render_balance(await service.balance(key)))
 
     def report(verdict: bool | None) -> Handler:
         async def handler(request: Request) -> Response:
             parsed = dialect.parse_report(request.body, verdict)
-            key = await service.authenticate(parsed.client_key)
+            key = await service.authenticate(parsed.client_key, request.client_ip)
             task = await service.report(key, parsed.task_id, parsed.correct)
             return Response(dialect.render_reported(task))
 
@@ -298,7 +298,7 @@ def stats_handlers(service: Service, dialect: StatsDialect) -> dict[str, Handler
 
     async def get_spending_stats(request: Request) -> Response:
         query = dialect.parse_spending_stats(request.body)
-        key = await service.authenticate(query.client_key)
+        key = await service.authenticate(query.client_key, request.client_ip)
         records = await service.spending_stats(
             key, query.start, query.types, query.soft_id, query.ip
         )

@@ -24,7 +24,7 @@ def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
 
     async def in_php(request: Request, form: legacy.Form) -> Response:
         secret, spec, as_json = legacy.parse_in(form)
-        key = await service.authenticate(secret)
+        key = await service.authenticate(secret, request.client_ip)
         task = await service.create_task(
             key, spec, request.client_ip, idempotency_key=request.idempotency_key
         )
@@ -32,7 +32,7 @@ def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
 
     async def res_php(request: Request, form: legacy.Form) -> Response:
         res = legacy.parse_res(form)
-        key = await service.authenticate(res.key)
+        key = await service.authenticate(res.key, request.client_ip)
         if res.action == "getbalance":
             return _answer(
                 legacy.render_balance(await service.balance(key), res.as_json), res.as_json

@@ -31,7 +31,9 @@ def mount_ucaptcha(routes: Routes, service: Service, max_wait: float) -> None:
 
     async def authenticate(request: Request) -> Key:
         _rate_key.set(None)
-        key = await service.authenticate(ucaptcha.client_key(request.headers, request.query))
+        key = await service.authenticate(
+            ucaptcha.client_key(request.headers, request.query), request.client_ip
+        )
         _rate_key.set(key)
         return key
 

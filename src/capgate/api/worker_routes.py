@@ -108,7 +108,7 @@ def mount_workers(routes: Routes, service: Service) -> None:
 
     async def lease(request: Request) -> Response:
         asked: LeaseRequest = _decode(request.body, LeaseRequest)
-        worker = await service.authenticate_worker(asked.workerKey)
+        worker = await service.authenticate_worker(asked.workerKey, request.client_ip)
         try:
             types = {TaskType(name) for name in asked.types}
         except ValueError:
@@ -121,7 +121,7 @@ def mount_workers(routes: Routes, service: Service) -> None:
 
     async def extend(request: Request) -> Response:
         asked: ExtendRequest = _decode(request.body, ExtendRequest)
-        worker = await service.authenticate_worker(asked.workerKey)
+        worker = await service.authenticate_worker(asked.workerKey, request.client_ip)
         held = await service.extend_for_worker(
             worker, asked.taskId, asked.token, asked.leaseSeconds
         )
@@ -129,7 +129,7 @@ def mount_workers(routes: Routes, service: Service) -> None:
 
     async def complete(request: Request) -> Response:
         asked: CompleteRequest = _decode(request.body, CompleteRequest)
-        worker = await service.authenticate_worker(asked.workerKey)
+        worker = await service.authenticate_worker(asked.workerKey, request.client_ip)
         given = asked.solution
         solution = Solution(
             text=given.text,
@@ -143,7 +143,7 @@ def mount_workers(routes: Routes, service: Service) -> None:
 
     async def fail(request: Request) -> Response:
         asked: FailRequest = _decode(request.body, FailRequest)
-        worker = await service.authenticate_worker(asked.workerKey)
+        worker = await service.authenticate_worker(asked.workerKey, request.client_ip)
         try:
             code = ErrorCode(asked.code)
         except ValueError:
@@ -171,7 +171,11 @@ def mount_workers(routes: Routes, service: Service) -> None:
         )
 
 
-_STATUS = {ErrorCode.KEY_DOES_NOT_EXIST: 401, ErrorCode.INTERNAL: 503}
+_STATUS = {
+    ErrorCode.KEY_DOES_NOT_EXIST: 401,
+    ErrorCode.IP_NOT_ALLOWED: 403,
+    ErrorCode.INTERNAL: 503,
+}
 
 
 def _on_error(error: CapgateError) -> Response:

@@ -51,7 +51,13 @@ class SolveTimeoutError(CaptchaError):
 # Every dialect's error codes by class, written without the ERROR_ prefix (AnySolver drops
 # it; the others keep it): the Anti-Captcha family, CapSolver, AnySolver, Vast, uCaptcha.
 _CODES: dict[type[CaptchaError], tuple[str, ...]] = {
-    AuthError: ("KEY_DOES_NOT_EXIST", "KEY_DENIED_ACCESS", "INVALID_API_KEY"),
+    AuthError: (
+        "KEY_DOES_NOT_EXIST",
+        "KEY_DENIED_ACCESS",
+        "INVALID_API_KEY",
+        "IP_NOT_ALLOWED",
+        "IP_BLOCKED",
+    ),
     BalanceError: ("ZERO_BALANCE", "INSUFFICIENT_BALANCE"),
     NotFoundError: ("NO_SUCH_CAPCHA_ID", "TASKID_INVALID", "TASK_NOT_FOUND", "WRONG_CAPTCHA_ID"),
     UnsolvableError: ("CAPTCHA_UNSOLVABLE", "TASK_TIMEOUT"),

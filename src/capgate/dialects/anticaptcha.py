@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 # Never 11 (ERROR_IP_NOT_ALLOWED): one client family then calls an outside IP-lookup service.
 ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.KEY_DOES_NOT_EXIST: (1, "ERROR_KEY_DOES_NOT_EXIST"),
+    # The vendors' "refused from your IP" that is not 11 (see above).
+    ErrorCode.IP_NOT_ALLOWED: (21, "ERROR_IP_BLOCKED"),
     ErrorCode.INTERNAL: (2, "ERROR_NO_SLOT_AVAILABLE"),
     ErrorCode.ZERO_CAPTCHA_FILESIZE: (3, "ERROR_ZERO_CAPTCHA_FILESIZE"),
     ErrorCode.TOO_BIG_CAPTCHA_FILESIZE: (4, "ERROR_TOO_BIG_CAPTCHA_FILESIZE"),

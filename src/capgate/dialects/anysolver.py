@@ -53,6 +53,7 @@ __all__ = [
 ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.BAD_REQUEST: (1, "INVALID_TASK_DATA"),
     ErrorCode.KEY_DOES_NOT_EXIST: (1, "KEY_DOES_NOT_EXIST"),
+    ErrorCode.IP_NOT_ALLOWED: (1, "IP_NOT_ALLOWED"),
     ErrorCode.ZERO_BALANCE: (1, "ZERO_BALANCE"),
     ErrorCode.TASK_ABSENT: (1, "INVALID_TASK_DATA"),
     ErrorCode.TASK_NOT_SUPPORTED: (1, "TASK_NOT_SUPPORTED"),

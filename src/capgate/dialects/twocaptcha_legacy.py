@@ -49,6 +49,7 @@ ERRORS: dict[ErrorCode, str] = {
     ErrorCode.NOT_REPORTABLE: "ERROR_WRONG_CAPTCHA_ID",
     # 2Captcha's own answer to a report too late or from a key that reports too much.
     ErrorCode.REPORT_NOT_RECORDED: "ERROR_REPORT_NOT_RECORDED",
+    ErrorCode.IP_NOT_ALLOWED: "ERROR_IP_NOT_ALLOWED",
     ErrorCode.IDEMPOTENCY_CONFLICT: "ERROR_BAD_PARAMETERS",
     ErrorCode.NO_SLOT: "ERROR_NO_SLOT_AVAILABLE",
     ErrorCode.CAPTCHA_UNSOLVABLE: "ERROR_CAPTCHA_UNSOLVABLE",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from capgate.model import CapgateError, ErrorCode, Key, Lease, Solution, Task, TaskSpec, TaskType
@@ -35,8 +35,11 @@ class Store(abc.ABC):
         now: float,
         dialect: str | None = None,
         worker: bool = False,
+        allow_ips: Sequence[str] = (),
     ) -> Key:
-        """Store a new key by the SHA-256 of its secret; refuse a hash that exists."""
+        """Store a new key by the SHA-256 of its secret; refuse a hash that exists.
+
+        `allow_ips`: the networks (CIDR, already checked) the key may be used from."""
 
     @abc.abstractmethod
     async def key_by_hash(self, key_hash: bytes) -> Key | None:

@@ -8,7 +8,7 @@ call is atomic on the event loop.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from capgate.model import (
     CapgateError,
@@ -61,10 +61,12 @@ class MemoryStore(Store):
         now: float,
         dialect: str | None = None,
         worker: bool = False,
+        allow_ips: Sequence[str] = (),
     ) -> Key:
         if key_hash in self._key_ids_by_hash:
             raise ValueError("a key with this secret exists already")
         key = Key(self._next_key_id, name, key_hash, balance, 0, now, dialect, worker)
+        key.allow_ips = list(allow_ips)
         self._next_key_id += 1
         self._keys[key.id] = key
         self._key_ids_by_hash[key_hash] = key.id
@@ -379,4 +381,5 @@ def _copy_key(key: Key) -> Key:
         key.worker,
         key.solved,
         key.refunds,
+        list(key.allow_ips),
     )

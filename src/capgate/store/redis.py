@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -458,11 +458,13 @@ _CREATE_KEY = (
     _LUA_COMMON
     + """
 local name, key_hash, balance, dialect, worker = arg(1), arg(2), arg(3), arg(4), arg(5)
+local allow_ips = arg(6)
 local by_hash = P .. ':keyhash:' .. key_hash
 if redis.call('EXISTS', by_hash) == 1 then return 0 end
 local id = redis.call('INCR', P .. ':seq:keys')
 redis.call('HSET', P .. ':key:' .. id, 'id', id, 'name', name, 'key_hash', key_hash,
-  'balance', balance, 'spent', 0, 'created_at', NOW, 'dialect', dialect, 'worker', worker)
+  'balance', balance, 'spent', 0, 'created_at', NOW, 'dialect', dialect, 'worker', worker,
+  'allow_ips', allow_ips)
 redis.call('SET', by_hash, id)
 redis.call('ZADD', P .. ':keys', id, id)
 return id
@@ -573,9 +575,17 @@ class RedisStore(Store):
         now: float,
         dialect: str | None = None,
         worker: bool = False,
+        allow_ips: Sequence[str] = (),
     ) -> Key:
         key_id = await self._run(
-            "create_key", now, name, key_hash.hex(), balance, dialect or "", int(worker)
+            "create_key",
+            now,
+            name,
+            key_hash.hex(),
+            balance,
+            dialect or "",
+            int(worker),
+            ",".join(allow_ips),
         )
         if not key_id:
             raise ValueError("a key with this secret exists already")
@@ -897,6 +907,7 @@ def _key(fields: dict[bytes, bytes]) -> Key:
         # Keys made before these counters existed have none yet.
         solved=int(text.get("solved", 0)),
         refunds=int(text.get("refunds", 0)),
+        allow_ips=text["allow_ips"].split(",") if text.get("allow_ips") else [],
     )
 
 

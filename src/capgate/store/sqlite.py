@@ -17,7 +17,7 @@ import asyncio
 import secrets
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS keys (
     dialect TEXT,
     worker INTEGER NOT NULL DEFAULT 0,
     solved INTEGER NOT NULL DEFAULT 0,
-    refunds INTEGER NOT NULL DEFAULT 0
+    refunds INTEGER NOT NULL DEFAULT 0,
+    allow_ips TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -117,12 +118,15 @@ _TASK_COLUMNS = (
     " finished_at, attempts, polls, solver, solution, error_code, error_description,"
     " lease_token, lease_expires_at, verdict"
 )
-_KEY_COLUMNS = "id, name, key_hash, balance, spent, created_at, dialect, worker, solved, refunds"
+_KEY_COLUMNS = (
+    "id, name, key_hash, balance, spent, created_at, dialect, worker, solved, refunds, allow_ips"
+)
 # Columns added to a table after its first release: (table, column, definition). A
 # database made before them gets them on open.
 _ADDED_COLUMNS = (
     ("keys", "solved", "INTEGER NOT NULL DEFAULT 0"),
     ("keys", "refunds", "INTEGER NOT NULL DEFAULT 0"),
+    ("keys", "allow_ips", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -130,8 +134,8 @@ class _Q:
     """Every SQL statement the store runs, by name."""
 
     insert_key = (
-        "INSERT INTO keys (name, key_hash, balance, created_at, dialect, worker)"
-        " VALUES (?, ?, ?, ?, ?, ?)"
+        "INSERT INTO keys (name, key_hash, balance, created_at, dialect, worker, allow_ips)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
     )
     key_by_hash = f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_hash = ?"
     key_by_id = f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = ?"
@@ -329,16 +333,20 @@ class SqliteStore(Store):
         now: float,
         dialect: str | None = None,
         worker: bool = False,
+        allow_ips: Sequence[str] = (),
     ) -> Key:
         try:
             cursor = self.db.execute(
-                _Q.insert_key, (name, key_hash, balance, now, dialect, int(worker))
+                _Q.insert_key,
+                (name, key_hash, balance, now, dialect, int(worker), ",".join(allow_ips)),
             )
         except sqlite3.IntegrityError as exc:
             raise ValueError("a key with this secret exists already") from exc
         key_id = cursor.lastrowid
         assert key_id is not None
-        return Key(key_id, name, key_hash, balance, 0, now, dialect, worker)
+        return Key(
+            key_id, name, key_hash, balance, 0, now, dialect, worker, allow_ips=list(allow_ips)
+        )
 
     async def key_by_hash(self, key_hash: bytes) -> Key | None:
         row = self.db.execute(_Q.key_by_hash, (key_hash,)).fetchone()
@@ -744,10 +752,12 @@ def _encode(value: Any) -> bytes:
 
 
 def _key(row: tuple[Any, ...]) -> Key:
-    key_id, name, key_hash, balance, spent, created_at, dialect, worker, solved, refunds = row
+    (key_id, name, key_hash, balance, spent, created_at, dialect, worker, solved, refunds,
+     allow_ips) = row  # fmt: skip
     return Key(
-        key_id, name, key_hash, balance, spent, created_at, dialect, bool(worker), solved, refunds
-    )
+        key_id, name, key_hash, balance, spent, created_at, dialect, bool(worker), solved,
+        refunds, allow_ips.split(",") if allow_ips else [],
+    )  # fmt: skip
 
 
 def _task(row: tuple[Any, ...]) -> Task:
