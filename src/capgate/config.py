@@ -93,8 +93,8 @@ class Settings:
     # key), how many may be created a second (per server process), and how many bytes of
     # fields each may carry (the image, if any, has max_image_bytes). 0: no limit.
     free_tasks_in_flight: int = 20
-    free_tasks_per_second: float = 5.0
-    free_task_max_bytes: int = 16_384
+    free_tasks_per_second: float = 20.0
+    free_task_max_bytes: int = 4096
     # Reports of wrong answers: refunded only within this many seconds of the answer, and
     # only while the key's refunds stay at most this share of its paid answers (its first
     # `report_allowance` refunds are always granted). Past either: "report not recorded".
