@@ -49,3 +49,15 @@ def test_legacy_options_of_older_clients_are_accepted(server: CapgateServer) -> 
     }
     answer = server.http.post("/in.php", data=form)
     assert answer.text.startswith("OK|"), answer.text
+
+
+def test_header_acao_answers_with_a_cors_header(server: CapgateServer) -> None:
+    """2Captcha documents header_acao=1 on in.php and res.php; the npm clients send it."""
+    asked = {"key": BOOTSTRAP_KEY, "action": "getbalance", "header_acao": "1"}
+    answer = server.http.get("/res.php", params=asked)
+    assert answer.headers["access-control-allow-origin"] == "*"
+    wrong = server.http.get("/res.php", params={**asked, "key": "f" * 32})
+    assert wrong.text == "ERROR_KEY_DOES_NOT_EXIST"
+    assert wrong.headers["access-control-allow-origin"] == "*"
+    plain = server.http.get("/res.php", params={"key": BOOTSTRAP_KEY, "action": "getbalance"})
+    assert "access-control-allow-origin" not in plain.headers

@@ -57,9 +57,14 @@ def mount_twocaptcha_legacy(routes: Routes, service: Service) -> None:
 
 
 class _Shape:
-    """Whether one request's answer is JSON, as far as its form has been read."""
+    """Whether one request's answer is JSON, and carries a CORS header, as far as its
+    form has been read."""
 
     as_json = False
+    # header_acao=1: `Access-Control-Allow-Origin: *`, so a browser page may read the answer
+    # (2Captcha documents it; both npm clients send it by default). Keys travel in the
+    # request, not in cookies, so the header shares nothing a page could not ask for itself.
+    cors = False
 
 
 def _parsed_once(
@@ -76,15 +81,20 @@ def _parsed_once(
             # The query first: its json=1 shapes the answer to a body that cannot be read.
             form = legacy.parse_query(request.query)
             shape.as_json = legacy.wants_json(form)
+            shape.cors = legacy.wants_cors(form)
             form = legacy.add_body(form, request.header(b"content-type"), request.body)
             shape.as_json = legacy.wants_json(form)
+            shape.cors = legacy.wants_cors(form)
             return await serve(request, form)
 
         def render(request: Request, error: CapgateError) -> Response:
             return _error(error, shape.as_json)
 
         safe = guarded(parse_and_serve, render, label="2captcha-legacy", metrics=metrics)
-        return await safe(request)
+        response = await safe(request)
+        if shape.cors:
+            response.headers = [*response.headers, (b"access-control-allow-origin", b"*")]
+        return response
 
     return handler
 

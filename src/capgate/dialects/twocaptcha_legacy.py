@@ -198,6 +198,11 @@ def wants_json(form: Form) -> bool:
     return _text(form, "json").lower() in _TRUE
 
 
+def wants_cors(form: Form) -> bool:
+    """True if the client sent header_acao=1 (answer with Access-Control-Allow-Origin: *)."""
+    return _text(form, "header_acao").lower() in _TRUE
+
+
 def parse_in(form: Form) -> tuple[str, TaskSpec, bool]:
     """An in.php request: the key, the task, and whether JSON was asked for."""
     key = _text(form, "key")
