@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 import secrets
 import socket
 import ssl
@@ -32,6 +31,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import msgspec
 
+from capgate.datafolder import kept_secret
 from capgate.model import CapgateError, ErrorCode, Task, TaskStatus, TaskType
 
 log = logging.getLogger("capgate.callbacks")
@@ -64,17 +64,7 @@ def address_allowed(address: str, allowed_networks: Sequence[Network]) -> bool:
 def load_secret(data: Path) -> bytes:
     """The server's signing secret, made on first use and kept in the data directory,
     readable only by its owner from the moment it exists."""
-    path = data / "callback.key"
-    if not path.exists():
-        data.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # Another server process made it first.
-            pass
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    return kept_secret(data / "callback.key", lambda: secrets.token_hex(32)).encode()
 
 
 def sign(secret: bytes, body: bytes) -> str:

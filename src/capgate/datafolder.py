@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 FOLDER_MODE = 0o700
@@ -51,3 +52,19 @@ def _restrict(path: Path) -> None:
         return
     if stat.S_IMODE(info.st_mode) & ~wanted:
         path.chmod(wanted)
+
+
+def kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in `path`, made by `make` on first use: the file is created 0600, so
+    it is never readable by others even for a moment, and only once when several server
+    processes start together (the first one's stands)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:  # Another process made it first.
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(make())
+    return path.read_text().strip()

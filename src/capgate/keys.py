@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from pathlib import Path
+
+from capgate.datafolder import kept_secret
 
 # A key an operator chooses (admin_key, CAPGATE_BOOTSTRAP_KEY) is hashed unsalted like the
 # random ones: fine for 128 random bits, guessable for a short word. Shorter ones are refused.
@@ -41,16 +42,6 @@ def admin_key(configured: str, data: Path) -> str:
         check_chosen_key("admin_key", configured)
         return configured
     path = data / "admin.key"
-    if not path.exists():
-        data.mkdir(parents=True, exist_ok=True)
-        try:
-            # Created 0600, never readable by others even for a moment.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # Another server process made it first.
-            pass
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(new_secret())
-    key = path.read_text().strip()
+    key = kept_secret(path, new_secret)
     check_chosen_key(str(path), key)
     return key
