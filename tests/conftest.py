@@ -46,6 +46,28 @@ def server(start_server: ServerFactory) -> CapgateServer:
     return start_server()
 
 
+@pytest.fixture
+def capsolver_sdk(server: CapgateServer) -> Iterator[Any]:
+    """The capsolver SDK pointed at `server` (it concatenates api_base with the path, so
+    capgate's own prefix works as is), put back afterwards."""
+    import capsolver
+
+    from tests.support import BOOTSTRAP_KEY
+
+    saved = capsolver.api_base, capsolver.api_key
+    capsolver.api_base = f"{server.base}/capsolver"
+    capsolver.api_key = BOOTSTRAP_KEY
+    yield capsolver
+    capsolver.api_base, capsolver.api_key = saved
+    # The SDK keeps one requests session per thread and never closes it.
+    from capsolver import api_requestor
+
+    session = getattr(api_requestor._thread_context, "session", None)
+    if session is not None:
+        session.close()
+        del api_requestor._thread_context.session
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on 127.0.0.1 for the session; its base URL (no database).

@@ -16,25 +16,6 @@ from tests.support import BOOTSTRAP_KEY, CapgateServer, captchas
 pytestmark = pytest.mark.system
 
 
-@pytest.fixture
-def capsolver_sdk(server: CapgateServer) -> Iterator[Any]:
-    """The capsolver SDK concatenates api_base with the path: its own prefix works as is."""
-    import capsolver
-
-    saved = capsolver.api_base, capsolver.api_key
-    capsolver.api_base = f"{server.base}/capsolver"
-    capsolver.api_key = BOOTSTRAP_KEY
-    yield capsolver
-    capsolver.api_base, capsolver.api_key = saved
-    # The SDK keeps one requests session per thread and never closes it.
-    from capsolver import api_requestor
-
-    session = getattr(api_requestor._thread_context, "session", None)
-    if session is not None:
-        session.close()
-        del api_requestor._thread_context.session
-
-
 def test_capsolver_sdk_reads_an_image_inside_create_task(
     server: CapgateServer, capsolver_sdk: Any
 ) -> None:

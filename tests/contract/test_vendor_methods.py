@@ -220,23 +220,6 @@ def test_spending_stats_count_answers_by_hour_queue_and_soft_id(server: CapgateS
 # --- 5. CapSolver's ImageToText: module, websiteURL, images; getBalance ----------------
 
 
-@pytest.fixture
-def capsolver_sdk(server: CapgateServer) -> Iterator[Any]:
-    import capsolver
-
-    saved = capsolver.api_base, capsolver.api_key
-    capsolver.api_base = f"{server.base}/capsolver"
-    capsolver.api_key = K
-    yield capsolver
-    capsolver.api_base, capsolver.api_key = saved
-    from capsolver import api_requestor
-
-    session = getattr(api_requestor._thread_context, "session", None)
-    if session is not None:
-        session.close()
-        del api_requestor._thread_context.session
-
-
 def test_capsolver_images_are_answered_as_a_list(server: CapgateServer, capsolver_sdk: Any) -> None:
     bodies = [body for body, _ in captchas(seed=7152, n=3)]
     options = {"type": "ImageToTextTask", "module": "number", "websiteURL": "https://x.test/"}
