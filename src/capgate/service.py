@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 import msgspec
@@ -242,6 +242,32 @@ class Service:
         if self._on_created is not None:
             self._on_created(task)
         return task
+
+    async def check_group(self, key: Key, specs: Sequence[TaskSpec]) -> None:
+        """Refuse, before any is created, a group of tasks (CapSolver's several images)
+        that the key's limits or balance would stop partway: a group is then made whole
+        or not at all, unless the key's other requests race it."""
+        count, settings = len(specs), self.settings
+        costs = [settings.prices[spec.type] for spec in specs]
+        limiters = [self.rate_limiter] + ([self.free_rate_limiter] if 0 in costs else [])
+        for limiter in limiters:
+            tokens = limiter.peek(key.id)
+            if tokens is not None and tokens[1] < count:
+                raise CapgateError(
+                    ErrorCode.NO_SLOT,
+                    f"Too many tasks: this key may create {limiter.rate:g} per second,"
+                    f" and this request makes {count}",
+                )
+        limit = settings.max_tasks_in_flight
+        if limit > 0 and await self.store.in_flight(key.id) + count > limit:
+            raise CapgateError(
+                ErrorCode.NO_SLOT,
+                f"Too many tasks in flight: this key may have {limit}, and this request"
+                f" makes {count}",
+            )
+        current = await self.store.get_key(key.id)
+        if current is not None and current.balance < sum(costs):
+            raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for these tasks")
 
     def _check_limits(self, key: Key, spec: TaskSpec, cost: int) -> int:
         """Take the key's rate tokens; the tasks-in-flight limit for the store to enforce

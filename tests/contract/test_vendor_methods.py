@@ -251,6 +251,31 @@ def test_capsolver_image_groups_are_read_back_and_bad_ones_refused(server: Capga
     assert server.db_counts() == stored  # no image of a refused group became a task
 
 
+@pytest.mark.parametrize(
+    ("limit", "code"),
+    [
+        ({"max_creates_per_second": "2"}, "ERROR_RATE_LIMIT"),
+        ({"max_tasks_in_flight": "2"}, "ERROR_RATE_LIMIT"),
+        ({"bootstrap_balance": "0.002"}, "ERROR_ZERO_BALANCE"),
+    ],
+)
+def test_an_image_group_past_a_limit_is_refused_whole(
+    start_server: ServerFactory, tmp_path: Path, limit: dict[str, str], code: str
+) -> None:
+    """A limit that would stop the group partway refuses it before any task is made."""
+    server = start_server(tmp_path / "limited", local_solving="false", **limit)
+    bodies = [body for body, _ in captchas(seed=7154, n=3)]
+    task = {"type": "ImageToTextTask", "module": "number", "images": bodies}
+    stored = server.db_counts()
+    refused = server.post("/capsolver/createTask", {"clientKey": K, "task": task})
+    assert refused["errorCode"] == code, refused
+    assert server.db_counts() == stored
+    two = server.post(
+        "/capsolver/createTask", {"clientKey": K, "task": {**task, "images": bodies[:2]}}
+    )
+    assert two["errorId"] == 0, two
+
+
 # --- 6. AnySolver's per-task selectionMode ---------------------------------------------
 
 

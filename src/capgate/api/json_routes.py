@@ -208,6 +208,7 @@ def json_handlers(
         for spec in specs:  # Every image is checked before any task is made of one.
             if spec.body is not None:
                 check_image(spec.body, settings.max_image_bytes, settings.max_image_pixels)
+        await service.check_group(key, specs)  # and every limit the creates would meet
         idempotency = request.idempotency_key or _idempotency_field(request.body)
         others: list[Task] = []
         for number, spec in enumerate(specs[1:], start=1):
