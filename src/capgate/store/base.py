@@ -240,14 +240,20 @@ def hour_of(moment: float) -> int:
     return int(moment // HOUR) * HOUR
 
 
+# An application id is a number or a short name; a longer one is cut (each distinct id is
+# a line of the spending ledger, kept a month).
+MAX_SOFT_ID = 32
+
+
 def soft_id_of(params: Mapping[str, Any]) -> str:
-    """The application id a task was sent with (Anti-Captcha's softId, CapSolver's appId)."""
+    """The application id a task was sent with (Anti-Captcha's softId, CapSolver's appId),
+    at most MAX_SOFT_ID characters."""
     for name in ("softId", "appId"):
         value = params.get(name)
         if isinstance(value, bool) or value is None or value == "":
             continue
         if isinstance(value, int | str):
-            return str(value)
+            return str(value)[:MAX_SOFT_ID]
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
     return ""

@@ -252,9 +252,10 @@ class MemoryStore(Store):
         key = self._keys[task.key_id]
         key.spent += task.cost
         key.solved += task.cost > 0
-        line = self._spending.setdefault(_line_of(task, now), [0, 0])
-        line[0] += 1
-        line[1] += task.cost
+        if task.cost > 0:  # The ledger is of money: free answers stay out.
+            line = self._spending.setdefault(_line_of(task, now), [0, 0])
+            line[0] += 1
+            line[1] += task.cost
         return True
 
     async def fail(

@@ -153,7 +153,7 @@ local function soft_of(params)
   if not ok or type(p) ~= 'table' then return '' end
   for _, name in ipairs({'softId', 'appId'}) do
     local v = p[name]
-    if type(v) == 'string' and v ~= '' then return v end
+    if type(v) == 'string' and v ~= '' then return string.sub(v, 1, 32) end
     if type(v) == 'number' and v == math.floor(v) then return string.format('%d', v) end
   end
   return ''
@@ -343,8 +343,11 @@ redis.call('HDEL', t, 'body')
 finish(id, key_id)
 local cost = tonumber(redis.call('HGET', t, 'cost'))
 redis.call('HINCRBY', P .. ':key:' .. key_id, 'spent', cost)
-if cost > 0 then redis.call('HINCRBY', P .. ':key:' .. key_id, 'solved', 1) end
-spend(key_id, now, t, 1, cost)
+if cost > 0 then
+  redis.call('HINCRBY', P .. ':key:' .. key_id, 'solved', 1)
+  -- The ledger is of money: free answers, which no balance bounds, stay out.
+  spend(key_id, now, t, 1, cost)
+end
 return 1
 """
 )

@@ -620,8 +620,9 @@ class SqliteStore(Store):
                 return False
             key_id, cost, type_, ip, params = row
             db.execute(_Q.charge, (cost, key_id))
-            soft_id = soft_id_of(_params_decoder.decode(params))
-            db.execute(_Q.spend, (key_id, hour_of(now), type_, ip, soft_id, cost))
+            if cost > 0:  # The ledger is of money: free answers, which no balance bounds, stay out.
+                soft_id = soft_id_of(_params_decoder.decode(params))
+                db.execute(_Q.spend, (key_id, hour_of(now), type_, ip, soft_id, cost))
         return True
 
     async def fail(
