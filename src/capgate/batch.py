@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"})
 FORMATS = ("text", "csv", "json")
@@ -31,6 +32,42 @@ class Answer:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class TaskOptions:
+    """What an ImageToText task may say about its answer (the vendors' options), read
+    locally exactly as the server's OCR solver reads them."""
+
+    numeric: int = 0  # 1: digits only, 2: letters only
+    min_length: int = 0  # 0: no bound
+    max_length: int = 0
+    phrase: bool = False
+    math: bool = False
+
+    def check(self) -> None:
+        """Raise ValueError, in one line, for options no task could mean."""
+        if self.numeric not in (0, 1, 2):
+            raise ValueError("numeric must be 0 (any), 1 (digits only) or 2 (letters only)")
+        if not 0 <= self.min_length <= 64 or not 0 <= self.max_length <= 64:
+            raise ValueError("the length limits must be between 0 (none) and 64")
+        if self.max_length and self.min_length > self.max_length:
+            raise ValueError(
+                f"the minimum length ({self.min_length}) is above the maximum ({self.max_length})"
+            )
+        if self.phrase and self.math:
+            raise ValueError("a task is a phrase or a sum, not both")
+
+    def params(self) -> dict[str, Any]:
+        """The options as a task's params (createTask's names), those that are set."""
+        given = {
+            "numeric": self.numeric,
+            "minLength": self.min_length,
+            "maxLength": self.max_length,
+            "phrase": self.phrase,
+            "math": self.math,
+        }
+        return {name: value for name, value in given.items() if value}
+
+
 def image_files(paths: Iterable[Path]) -> list[Path]:
     """The files named, and the images inside each folder named (sorted, recursively)."""
     found: list[Path] = []
@@ -45,43 +82,71 @@ def image_files(paths: Iterable[Path]) -> list[Path]:
 
 
 async def solve_locally(
-    files: list[Path], model: Path | None, threads: int = 1
+    files: list[Path],
+    model: Path | None,
+    threads: int = 1,
+    options: TaskOptions | None = None,
 ) -> AsyncIterator[tuple[int, Answer]]:
-    """Read each file with the embedded engine (in a thread, so the progress bar moves)."""
+    """Read each file with the embedded engine (in a thread, so the progress bar moves),
+    within the task options as the server's OCR solver reads them."""
     from capgate.ocr.engine import OcrEngine
+    from capgate.ocr.grammar import evaluate
+    from capgate.solvers.ocr import constraints_for
 
     engine = OcrEngine(model, threads=threads)
+    options = options or TaskOptions()
+    constraints = constraints_for(options.params())
 
     def read(path: Path) -> Answer:
         started = time.perf_counter()
         try:
-            result = engine.read(path.read_bytes())
+            result = engine.read(path.read_bytes(), constraints=constraints)
         except OSError as exc:
             return Answer(str(path), None, None, 0.0, exc.strerror or str(exc))
         except ValueError as exc:
             return Answer(str(path), None, None, time.perf_counter() - started, str(exc))
         seconds = time.perf_counter() - started
-        return Answer(str(path), result.text, round(result.confidence, 4), seconds)
+        text: str | None = result.text
+        if options.math and result.text:
+            text = evaluate(result.text)
+            if text is None:  # As the server answers: the model read no sum.
+                error = f"{result.text!r} is not a sum"
+                return Answer(str(path), None, round(result.confidence, 4), seconds, error)
+        return Answer(str(path), text, round(result.confidence, 4), seconds)
 
     for index, path in enumerate(files):
         yield index, await asyncio.to_thread(read, path)
 
 
 async def solve_on_server(
-    files: list[Path], server: str, key: str, concurrency: int
+    files: list[Path],
+    server: str,
+    key: str,
+    concurrency: int,
+    options: TaskOptions | None = None,
 ) -> AsyncIterator[tuple[int, Answer]]:
-    """Send each file to a capgate server as an ImageToText task, `concurrency` at a time."""
+    """Send each file to a capgate server as an ImageToText task with `options`,
+    `concurrency` at a time."""
     from capgate.client import AsyncClient, CaptchaError, ImageToText
 
     queue: asyncio.Queue[tuple[int, Answer]] = asyncio.Queue()
     slots = asyncio.Semaphore(max(1, concurrency))
+    o = options or TaskOptions()
 
     async def one(client: AsyncClient, index: int, path: Path) -> None:
         async with slots:
             started = time.perf_counter()
             try:
                 image = await asyncio.to_thread(path.read_bytes)
-                solution = await client.solve(ImageToText(image))
+                task = ImageToText(
+                    image,
+                    numeric=o.numeric,
+                    min_length=o.min_length,
+                    max_length=o.max_length,
+                    phrase=o.phrase,
+                    math=o.math,
+                )
+                solution = await client.solve(task)
                 answer = Answer(str(path), solution.value, None, time.perf_counter() - started)
             except OSError as exc:
                 answer = Answer(str(path), None, None, 0.0, exc.strerror or str(exc))

@@ -98,12 +98,51 @@ def _parser() -> argparse.ArgumentParser:
         "solve", help="read captcha images: with the local OCR engine, or through a server"
     )
     solve.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
-    solve.add_argument("--model", type=Path, help="an ONNX model other than the shipped one")
+    solve.add_argument(
+        "--model",
+        type=Path,
+        help="read with this model: the folder `capgate ocr train` wrote, or its .onnx file"
+        " (default: the shipped model)",
+    )
+    solve.add_argument(
+        "--data",
+        type=Path,
+        metavar="SERVER_DATA",
+        help="read with the model installed in this server data directory"
+        " (`capgate ocr train --install`)",
+    )
     solve.add_argument("--server", help="send the images to this capgate server instead")
     solve.add_argument("--key", help="the client API key for --server")
-    solve.add_argument("--concurrency", type=int, default=8, help="tasks at once on a server")
-    solve.add_argument("--format", default="text", help="text (one answer per line), csv or json")
+    solve.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="tasks at once on a server (default: %(default)s)",
+    )
+    solve.add_argument(
+        "--format",
+        default="text",
+        help="text (one answer per line), csv or json (default: %(default)s)",
+    )
     solve.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    options = solve.add_argument_group(
+        "task options", "what a task may say about its answer, read as the server reads them"
+    )
+    options.add_argument(
+        "--numeric",
+        type=int,
+        choices=(0, 1, 2),
+        default=0,
+        help="1: digits only, 2: letters only, 0: any (default: %(default)s)",
+    )
+    options.add_argument(
+        "--min-length", type=int, default=0, help="the fewest characters (default: 0, any)"
+    )
+    options.add_argument(
+        "--max-length", type=int, default=0, help="the most characters (default: 0, any)"
+    )
+    options.add_argument("--phrase", action="store_true", help="two or more words")
+    options.add_argument("--math", action="store_true", help="a sum: answer with its value")
     solve.set_defaults(run=_solve)
 
     worker = commands.add_parser(
@@ -120,7 +159,10 @@ def _parser() -> argparse.ArgumentParser:
     ocr = commands.add_parser("ocr", help="the local OCR model")
     ocr_commands = ocr.add_subparsers(metavar="ACTION", required=True)
     train = ocr_commands.add_parser(
-        "train", help="fine-tune the model on your own labelled captchas (needs capgate[train])"
+        "train",
+        help="fine-tune the model on your own labelled captchas (needs capgate[train])",
+        description="Fine-tune the OCR model on your own labelled captchas, keep the epoch"
+        " that reads the held-out images best, and write it to --out (training/README.md).",
     )
     train.add_argument(
         "--data",
@@ -128,9 +170,45 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="folder of labelled images: labels.csv (file,label) or the label in each file name",
     )
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--threads", type=int, default=2)
-    train.add_argument("--out", type=Path, default=Path("capgate-ocr-model"), help="output folder")
+    train.add_argument(
+        "--out",
+        type=Path,
+        default=Path("capgate-ocr-model"),
+        help="output folder; never replaced without --force (default: %(default)s)",
+    )
+    train.add_argument("--force", action="store_true", help="replace the model already in --out")
+    train.add_argument(
+        "--base",
+        type=Path,
+        help="the model to start from: a folder `capgate ocr train` wrote (or its .onnx),"
+        " with its model.pt beside it (default: the shipped model)",
+    )
+    train.add_argument(
+        "--epochs", type=int, default=10, help="passes over the images (default: %(default)s)"
+    )
+    train.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        metavar="FRACTION",
+        help="share of the images held out to measure and pick the best epoch, spread"
+        " evenly in name order (default: %(default)s: every fifth)",
+    )
+    train.add_argument(
+        "--batch", type=int, default=32, help="images per training step (default: %(default)s)"
+    )
+    train.add_argument(
+        "--lr", type=float, default=1e-3, help="the peak learning rate (default: %(default)s)"
+    )
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of the shuffling (default: %(default)s)"
+    )
+    train.add_argument(
+        "--threads",
+        type=int,
+        default=_cpus(),
+        help="CPU threads (default: %(default)s, the CPUs this process may use)",
+    )
     train.add_argument(
         "--install",
         type=Path,
@@ -332,18 +410,37 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 def _solve(args: argparse.Namespace) -> int:
     from capgate import batch
+    from capgate.ocr.model_files import installed_model, resolve_model
 
     if args.format not in batch.FORMATS:
         raise CliError(f"--format must be one of {', '.join(batch.FORMATS)}")
+    if args.server and not args.key:
+        raise CliError("--server needs --key (a client API key)")
+    if args.server and (args.model or args.data):
+        raise CliError("--model and --data pick a local model: not with --server")
+    if args.model and args.data:
+        raise CliError("give --model or --data, not both")
+    options = batch.TaskOptions(
+        args.numeric, args.min_length, args.max_length, args.phrase, args.math
+    )
+    options.check()
+    model = None
+    if args.model:
+        model = resolve_model(args.model)
+    elif args.data:
+        model = installed_model(args.data)
+        if model is None and not args.quiet:
+            print(
+                f"capgate: no model installed in {args.data / 'ocr'}; reading with the shipped one",
+                file=sys.stderr,
+            )
     files = batch.image_files(args.images)
     if not files:
         raise CliError("no images found in what was given")
-    if args.server and not args.key:
-        raise CliError("--server needs --key (a client API key)")
     answers = (
-        batch.solve_on_server(files, args.server, args.key, args.concurrency)
+        batch.solve_on_server(files, args.server, args.key, args.concurrency, options)
         if args.server
-        else batch.solve_locally(files, args.model)
+        else batch.solve_locally(files, model, options=options)
     )
     progress = batch.stderr_is_terminal() and not args.quiet
 
@@ -372,26 +469,82 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ocr_train(args: argparse.Namespace) -> int:
+def _cpus() -> int:
+    """The CPUs this process may run on (`capgate ocr train --threads`'s default)."""
     try:
-        from capgate.ocr.dataset import load_labelled
-        from capgate.ocr.training import finetune
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+MODEL_FILES = ("model.json", "model.pt", "model.onnx")  # .onnx last: it is what servers look for
+
+
+def _ocr_train(args: argparse.Namespace) -> int:
+    from capgate.ocr.engine import DEFAULT_MODEL
+    from capgate.ocr.model_files import load_training_data, resolve_base
+
+    # Everything that can be wrong with what was given is told before any training starts.
+    for name, value, low in (("epochs", args.epochs, 1), ("batch", args.batch, 1)):
+        if value < low:
+            raise CliError(f"--{name} must be at least {low}")
+    if args.threads < 1:
+        raise CliError("--threads must be at least 1")
+    if not 0 < args.holdout < 1:
+        raise CliError("--holdout must be a fraction between 0 and 1, such as 0.2")
+    if not args.lr > 0:
+        raise CliError("--lr must be above 0")
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file, not a folder")
+    if not args.force and any((out / name).exists() for name in MODEL_FILES):
+        raise CliError(f"{out} already holds a model: give another --out, or --force to replace it")
+    if args.install is not None and args.install.exists() and not args.install.is_dir():
+        raise CliError(f"--install {args.install} is a file, not a server data directory")
+    base = resolve_base(args.base or DEFAULT_MODEL)
+    samples = load_training_data(args.data)
+    try:
+        from capgate.ocr.training import duration, finetune
     except ImportError as exc:
-        raise CliError(f"training needs torch: pip install 'capgate[train]' ({exc})") from None
-    report = finetune(load_labelled(args.data), args.out, epochs=args.epochs, threads=args.threads)
+        raise CliError(
+            f"training needs torch and onnx ({exc}); training/README.md says how to install"
+            " them for the CPU"
+        ) from None
+    report = finetune(
+        samples,
+        out,
+        base=base,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        holdout=args.holdout,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    kept = (
+        f"epoch {report.best_epoch} of {report.epochs} kept"
+        if report.best_epoch
+        else "no epoch beat the starting model: kept it"
+    )
     print(
         f"trained on {report.train_images} images, held out {report.test_images}"
-        f" ({report.skipped} skipped: labels outside the alphabet) in {report.minutes} min;"
-        f" held-out exact match {report.accuracy_before:.1%} -> {report.accuracy_after:.1%}"
+        f" ({report.skipped} skipped: labels outside the alphabet) in"
+        f" {duration(report.seconds)}; held-out exact match {report.accuracy_before:.1%} ->"
+        f" {report.accuracy_after:.1%} ({kept})"
     )
-    print(f"model written to {args.out}")
+    print(f"model written to {out} (try it: capgate solve --model {out} IMAGES...)")
     if args.install is not None:
         secure_data_folder(args.install)
         target = args.install / "ocr"
+        replaced = (target / "model.onnx").exists()
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("model.onnx", "model.json"):
-            shutil.copyfile(args.out / name, target / name)
-        print(f"installed for the server with data directory {args.install} (restart it)")
+        for name in MODEL_FILES:
+            shutil.copyfile(out / name, target / name)
+        print(
+            f"installed for the server with data directory {args.install}"
+            f"{', replacing the model there' if replaced else ''} (restart it);"
+            f" read with it: capgate solve --data {args.install} IMAGES..."
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -136,3 +137,53 @@ def test_first_start_creates_and_prints_one_key(tmp_path: Path) -> None:
     assert listing.returncode == 0
     assert first[0] not in listing.stdout
     assert "10.00000" in listing.stdout
+
+
+def test_ocr_train_tells_mistakes_in_one_line(tmp_path: Path) -> None:
+    """Whether or not torch is installed: the data and the models are checked first."""
+    data = tmp_path / "mine"
+    written = write_captchas(data / "images", 12, 6)
+    rows = "".join(f"{path.name},{label}\n" for path, label in written)
+    (data / "labels.csv").write_text("filename,text\n" + rows)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.onnx").write_bytes(b"")
+    out = ["--out", str(tmp_path / "out")]
+    for given, expected in (
+        (["--data", str(tmp_path / "nothing")], "no folder "),
+        (["--data", str(data / "labels.csv")], "is a file, not a folder"),
+        (["--data", str(data)], "must be headed file,label"),
+        (["--data", str(data), "--base", str(model)], "has no model.json beside it"),
+    ):
+        done = run_cli("ocr", "train", *given, *out)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+    (data / "labels.csv").write_text("file,label\n" + rows + "gone.png,AB12\n")
+    done = run_cli("ocr", "train", "--data", str(data), *out)
+    assert done.returncode == 1 and "lists gone.png, not found" in done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_solve_takes_a_model_folder_a_data_directory_and_task_options(tmp_path: Path) -> None:
+    from capgate.ocr.engine import DEFAULT_MODEL
+
+    written = write_captchas(tmp_path / "batch", 13, 4)
+    folder = tmp_path / "capgate-ocr-model"  # what `capgate ocr train` writes and prints
+    (tmp_path / "data" / "ocr").mkdir(parents=True)
+    folder.mkdir()
+    for name in ("model.onnx", "model.json"):
+        shutil.copyfile(DEFAULT_MODEL.with_name(name), folder / name)
+        shutil.copyfile(DEFAULT_MODEL.with_name(name), tmp_path / "data" / "ocr" / name)
+    labels = [label for _, label in written]
+    for chosen in (["--model", str(folder)], ["--data", str(tmp_path / "data")]):
+        done = run_cli("solve", *chosen, str(tmp_path / "batch"))
+        assert done.returncode == 0, done.stderr
+        right = sum(a == b for a, b in zip(done.stdout.split(), labels, strict=True))
+        assert right >= 3, done.stdout
+    done = run_cli("solve", "--numeric", "1", "--max-length", "3", str(tmp_path / "batch"))
+    assert done.returncode == 0, done.stderr
+    assert all(a.isdigit() and len(a) <= 3 for a in done.stdout.split()), done.stdout
+    (folder / "model.json").unlink()
+    done = run_cli("solve", "--model", str(folder), str(tmp_path / "batch"))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "has no model.json beside it" in done.stderr and "Traceback" not in done.stderr

@@ -1,7 +1,8 @@
 """Training the OCR model: the CRNN itself, its CTC training step, ONNX export, and
 fine-tuning on an operator's own labelled captchas.
 
-Needs torch (`pip install 'capgate[train]'`); serving never imports this module.
+Needs torch (training/README.md says how to install it light, for the CPU); serving never
+imports this module.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,9 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from capgate.ocr.dataset import Labelled, split
+from capgate.ocr.dataset import Labelled
 from capgate.ocr.engine import DEFAULT_MODEL, ModelSpec, open_image, preprocess
+from capgate.ocr.model_files import resolve_base, split_holdout
 
 
 class CRNN(nn.Module):  # type: ignore[misc]  # torch is typed as Any here
@@ -119,10 +122,30 @@ class FinetuneReport:
 
     train_images: int
     test_images: int
-    skipped: int
-    accuracy_before: float
-    accuracy_after: float
-    minutes: float
+    skipped: int  # labels with characters outside the model's alphabet
+    accuracy_before: float  # the starting model's, on the held-out images
+    accuracy_after: float  # the kept epoch's
+    best_epoch: int  # the epoch kept: the best on the held-out images (0: the starting model)
+    epochs: int
+    seconds: float
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person reads it: `42 s`, `3 min 05 s`, `1 h 02 min`."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # Flushed: a log file or a pipe shows each line as it comes.
+
+
+EVAL_BATCH = 256  # held-out images per forward pass
+ETA_WINDOW = 60.0  # seconds of recent pace behind an ETA
 
 
 def finetune(
@@ -133,47 +156,102 @@ def finetune(
     epochs: int = 10,
     batch: int = 32,
     lr: float = 1e-3,
+    holdout: float = 0.2,
     threads: int = 2,
     seed: int = 0,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _print,
+    progress_every: float = 15.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FinetuneReport:
-    """Fine-tune the model at `base` (its .pt beside it) on `samples`; write it to `out`."""
-    started = time.time()
+    """Fine-tune the model at `base` (a model folder or its .onnx, with its .json and its
+    torch weights .pt beside it) on `samples`, holding out `holdout` of them; write the
+    epoch that read the held-out images best (the starting model if none beat it) to `out`.
+
+    `log` gets plain lines: the settings, one line per epoch and, at least every
+    `progress_every` seconds within an epoch, one with the step, each with an ETA.
+    """
+    started = clock()
+    base = resolve_base(base)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     spec = ModelSpec.load(base.with_suffix(".json"))
     usable = [s for s in samples if s.label and set(s.label) <= set(spec.charset)]
-    train, test = split(usable)
+    skipped = len(samples) - len(usable)
+    if skipped:
+        strange = sorted({c for s in samples for c in s.label} - set(spec.charset))
+        shown = " ".join(repr(c) for c in strange[:10]) or "an empty label"
+        log(f"skipping {skipped} of {len(samples)} images: labels outside the alphabet ({shown})")
+    train, test = split_holdout(usable, holdout)
     if not train or not test:
-        raise ValueError("need at least 5 usable labelled images")
+        raise ValueError(
+            f"{len(usable)} usable labelled images: too few to train on and hold"
+            f" {holdout:.0%} of them out"
+        )
+    log(
+        f"fine-tuning {base} on {len(train)} images, {len(test)} held out ({holdout:.0%});"
+        f" epochs {epochs}, batch {batch}, lr {lr:g}, seed {seed}, threads {threads}"
+    )
 
     def tensors(part: Sequence[Labelled]) -> torch.Tensor:
-        arrays: list[npt.NDArray[np.float32]] = [
-            preprocess(open_image(s.image), spec.height, spec.width) for s in part
-        ]
+        arrays: list[npt.NDArray[np.float32]] = []
+        for s in part:
+            try:
+                arrays.append(preprocess(open_image(s.image), spec.height, spec.width))
+            except ValueError as exc:
+                raise ValueError(f"{s.name}: {exc}") from None
         return torch.from_numpy(np.stack(arrays))
 
     x_train, x_test = tensors(train), tensors(test)
     model = CRNN(len(spec.charset) + 1)
     model.load_state_dict(torch.load(base.with_suffix(".pt"), weights_only=True))
 
-    def accuracy() -> float:
+    def evaluate() -> tuple[float, float]:
+        """Exact-match accuracy and mean CTC loss on the held-out images."""
         model.eval()
+        right, loss = 0, 0.0
         with torch.no_grad():
-            guesses = greedy(model(x_test), spec.charset)
+            for i in range(0, len(test), EVAL_BATCH):
+                part, labels = (
+                    x_test[i : i + EVAL_BATCH],
+                    [s.label for s in test[i : i + EVAL_BATCH]],
+                )
+                right += sum(
+                    g == t for g, t in zip(greedy(model(part), spec.charset), labels, strict=True)
+                )
+                loss += float(ctc_loss(model, part, labels, spec.charset)) * len(labels)
         model.train()
-        return sum(g == s.label for g, s in zip(guesses, test, strict=True)) / len(test)
+        return right / len(test), loss / len(test)
 
-    before = accuracy()
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    before, before_loss = evaluate()
     log(f"held-out accuracy before: {before:.1%} ({len(test)} images)")
+    best, best_key, best_state = 0, (before, -before_loss), snapshot()
     steps = max(1, (len(train) + batch - 1) // batch)
+    total_steps = steps * epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(steps * epochs, 10), pct_start=0.2
+        optimizer, max_lr=lr, total_steps=max(total_steps, 10), pct_start=0.2
     )
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    for epoch in range(epochs):
+    training_started = last_line = clock()
+
+    # The ETA goes by the pace of about the last minute, so that it follows a machine that
+    # slows down or speeds up (other work on its cores) rather than the whole run's average.
+    paces: deque[tuple[float, int]] = deque([(training_started, 0)])
+
+    def eta(done: int) -> str:
+        now = clock()
+        paces.append((now, done))
+        while len(paces) > 2 and paces[1][0] <= now - ETA_WINDOW:
+            paces.popleft()
+        since, done_then = paces[0]
+        per_step = (now - since) / max(done - done_then, 1)
+        return duration(per_step * (total_steps - done))
+
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(train), generator=generator).tolist()
         total = 0.0
         for step in range(steps):
@@ -185,20 +263,45 @@ def finetune(
             optimizer.step()
             schedule.step()
             total += float(loss.item())
-        log(f"epoch {epoch + 1}/{epochs}: loss {total / steps:.4f}, held-out {accuracy():.1%}")
-    after = accuracy()
-    minutes = (time.time() - started) / 60
+            if step + 1 < steps and clock() - last_line >= progress_every:
+                done = (epoch - 1) * steps + step + 1
+                log(
+                    f"epoch {epoch}/{epochs} step {step + 1}/{steps}: loss"
+                    f" {total / (step + 1):.4f}, ETA {eta(done)}"
+                )
+                last_line = clock()
+        accuracy, held_loss = evaluate()
+        kept = (accuracy, -held_loss) > best_key
+        if kept:
+            best, best_key, best_state = epoch, (accuracy, -held_loss), snapshot()
+        log(
+            f"epoch {epoch}/{epochs}: loss {total / steps:.4f}, held-out {accuracy:.1%}"
+            f" (loss {held_loss:.4f}){' best so far' if kept else ''}, ETA {eta(epoch * steps)}"
+        )
+        last_line = clock()
+    model.load_state_dict(best_state)
+    after = best_key[0]
+    log(
+        f"kept epoch {best} of {epochs}: held-out {after:.1%}"
+        if best
+        else f"no epoch beat the starting model on the held-out images: kept it ({after:.1%})"
+    )
     meta: dict[str, object] = {
         "finetuned": {
             "base": str(base),
             "train_images": len(train),
             "test_images": len(test),
+            "holdout": holdout,
             "epochs": epochs,
+            "best_epoch": best,
+            "batch": batch,
+            "lr": lr,
+            "seed": seed,
             "accuracy_before": round(before, 4),
             "accuracy_after": round(after, 4),
         }
     }
     export(model, out, spec, meta)
     return FinetuneReport(
-        len(train), len(test), len(samples) - len(usable), before, after, round(minutes, 1)
+        len(train), len(test), skipped, before, after, best, epochs, clock() - started
     )
