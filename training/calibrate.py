@@ -1,6 +1,7 @@
-"""Fit the OCR model's confidence calibration and report how well it holds.
+"""Fit an OCR engine's confidence calibration and report how well it holds.
 
     .venv/bin/python training/calibrate.py --realworld ../shared/data/realworld [--write]
+    .venv/bin/python training/calibrate.py --engine ddddocr --realworld ... [--write]
 
 Reads labelled images with the engine's raw scores: generated captchas (`capgate.ocr.synth`,
 seeds 500,000-500,005, which neither training, tests nor benchmarks use) and the real sets
@@ -12,11 +13,20 @@ model's by default); the engine reads them on its next start.
 
 Every set counts the same (at most --per-set images each), so the mix the calibration
 holds for is a choice, printed with it: generated captchas and zero-shot real ones.
+
+With --engine ddddocr (`pip install 'capgate[ddddocr]'`) the same images are read by
+ddddocr and by capgate's model (its shipped calibration), and three things are fitted on
+the same first halves: ddddocr's calibration, and the chain's rule (`capgate.ocr.chain`):
+the map of agreeing answers and the referee of differing ones. The chain's threshold is
+then chosen on the second halves (never on the --check sets): the lowest one at which no
+set's chain reads more than TOLERANCE worse than when ddddocr reads every image.
+--write stores all of it in `src/capgate/ocr/ddddocr.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import random
@@ -31,14 +41,17 @@ import numpy as np
 
 from capgate.ocr import synth
 from capgate.ocr.calibration import (
+    SPLIT_SEED,
     Bin,
     Calibration,
     expected_calibration_error,
     fit,
+    fit_logistic,
     reliability,
+    split,
 )
 from capgate.ocr.dataset import load_labelled
-from capgate.ocr.engine import DEFAULT_MODEL, OcrEngine
+from capgate.ocr.engine import DEFAULT_MODEL, OcrEngine, reading_of
 from capgate.ocr.grammar import evaluate
 from capgate.solvers.ocr import constraints_for
 
@@ -60,7 +73,10 @@ FIT = ("cloud4d", "henan4d", "tjsp5")
 CHECK = ("hfut4", "weibo4", "ems6", "tongji4")
 # Sets whose labels lost their case (their SOURCE.md): the sites compare without it.
 CASELESS = {"tjsp5", "hfut4"}
-SPLIT_SEED = 0
+# The chain's threshold: the lowest at which no held-out set reads more than this worse
+# than with ddddocr reading every image.
+TOLERANCE = 0.01
+THRESHOLDS = (*(round(0.8 + 0.01 * i, 2) for i in range(20)), 1.0)
 
 
 @dataclass(frozen=True)
@@ -98,9 +114,9 @@ def generated(per_set: int) -> list[LabelledSet]:
 def real(root: Path, name: str, per_set: int) -> LabelledSet:
     """A real set, read plain and with the alphabet its labels imply (as a client that
     knows the site would ask: `numeric` 1 for digits, 2 for letters)."""
-    samples = [(s.image, s.label) for s in load_labelled(root / name)]
-    random.Random(SPLIT_SEED).shuffle(samples)
-    samples = samples[:per_set]
+    everything = load_labelled(root / name)
+    chosen, _ = split(len(everything), per_set)
+    samples = [(everything[i].image, everything[i].label) for i in chosen]
     modes: dict[str, dict[str, Any]] = {"plain": {}}
     labels = "".join(label for _, label in samples)
     if set(labels) <= set(string.digits):
@@ -193,18 +209,30 @@ def raw_ece(readings: Sequence[Reading]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--engine", choices=("capgate", "ddddocr"), default="capgate", help="whose calibration"
+    )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="an ONNX model")
     parser.add_argument("--realworld", type=Path, help="folder of labelled real sets")
     parser.add_argument("--fit", nargs="*", default=list(FIT), help="real sets fitted on")
     parser.add_argument("--check", nargs="*", default=list(CHECK), help="real sets never fitted")
     parser.add_argument("--per-set", type=int, default=2000, help="images per set, at most")
+    parser.add_argument(
+        "--generated", type=int, help="images per generated set (default: --per-set)"
+    )
     parser.add_argument("--write", action="store_true", help="store the fit in the model's JSON")
     args = parser.parse_args()
     if set(args.fit) & set(args.check):
         parser.error("a set cannot be both fitted on and checked")
+    if args.engine == "ddddocr":
+        calibrate_ddddocr(args)
+    else:
+        calibrate_capgate(args)
 
+
+def calibrate_capgate(args: argparse.Namespace) -> None:
     engine = OcrEngine(args.model, threads=1, calibrated=False)
-    fitting = generated(args.per_set)
+    fitting = generated(args.generated or args.per_set)
     checks: list[LabelledSet] = []
     if args.realworld is not None:
         fitting += [real(args.realworld, name, args.per_set) for name in args.fit]
@@ -258,6 +286,262 @@ def main() -> None:
         }
         path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"\ncalibration written to {path}")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image read one way by both engines: capgate's answer (calibrated confidence),
+    ddddocr's (raw score), how much more likely each finds its own answer than the
+    other's (0 where they agree), and whether each was right (as `right`; `caseless`:
+    letters in either case, as benchmarks/ocr.py also counts)."""
+
+    image: int
+    mode: str
+    capgate: str
+    capgate_confidence: float
+    ddddocr: str
+    ddddocr_raw: float
+    margins: tuple[float, float]
+    right: tuple[bool, bool]
+    caseless: tuple[bool, bool]
+
+
+def read_pairs(capgate: OcrEngine, dddd: Any, labelled: LabelledSet) -> list[Pair]:
+    """Both engines' readings of every image of a set, in every mode of the set (each
+    engine runs once per image; the modes only decode differently)."""
+    from capgate.ocr.chain import margins
+
+    pairs = []
+    for index, (png, label) in enumerate(labelled.samples):
+        logits_c, logits_d = capgate.logits(png), dddd.logits(png)
+        for mode, options in labelled.modes.items():
+            constraints = constraints_for(options)
+            a = reading_of(logits_c, capgate.spec.charset, constraints, capgate.calibration)
+            b = reading_of(logits_d, dddd.charset, constraints, None)
+            text_a, text_b = a.result.text, b.result.text
+            differ = text_a and text_b and text_a.lower() != text_b.lower()
+            pairs.append(
+                Pair(
+                    index,
+                    mode,
+                    text_a,
+                    a.result.confidence,
+                    text_b,
+                    b.raw,
+                    margins(a, b) if differ else (0.0, 0.0),
+                    (right(labelled, text_a, label), right(labelled, text_b, label)),
+                    (caseless(labelled, text_a, label), caseless(labelled, text_b, label)),
+                )
+            )
+    return pairs
+
+
+def caseless(labelled: LabelledSet, text: str, label: str) -> bool:
+    if labelled.kind == "math":
+        return right(labelled, text, label)
+    return text.lower() == label.lower()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The chain's answer to one pair: whose, how sure, and whether right."""
+
+    engine: str  # "capgate", "ddddocr" or "both"
+    confidence: float
+    right: bool
+    caseless: bool
+    second: bool  # whether ddddocr read the image
+
+
+def chain_outcome(pair: Pair, calibration: Calibration, rule: Any) -> Outcome:
+    from capgate.ocr.chain import BOTH, FIRST, combine
+
+    c = pair.capgate_confidence
+    if pair.capgate and c >= rule.threshold:
+        return Outcome("capgate", c, pair.right[0], pair.caseless[0], False)
+    d = calibration(pair.ddddocr_raw) if pair.ddddocr else 0.0
+    which, confidence = combine(rule, (pair.capgate, c), (pair.ddddocr, d), lambda: pair.margins)
+    if which in (FIRST, BOTH):
+        name = "both" if which == BOTH else "capgate"
+        return Outcome(name, confidence, pair.right[0], pair.caseless[0], True)
+    return Outcome("ddddocr", confidence, pair.right[1], pair.caseless[1], True)
+
+
+def fit_rule(pairs: Sequence[Pair], calibration: Calibration, threshold: float) -> Any:
+    """The chain's agreeing map and referee, fitted on these pairs."""
+    from capgate.ocr.chain import Referee, Rule, features
+
+    agreeing = [p for p in pairs if p.capgate and p.capgate.lower() == p.ddddocr.lower()]
+    combined = [1 - (1 - p.capgate_confidence) * (1 - calibration(p.ddddocr_raw)) for p in agreeing]
+    agree_map = fit(combined, [p.right[0] for p in agreeing])
+    differing = [p for p in pairs if p.capgate and p.ddddocr and p not in agreeing]
+    x = [
+        features(
+            p.capgate,
+            p.ddddocr,
+            p.capgate_confidence,
+            calibration(p.ddddocr_raw),
+            *p.margins,
+        )
+        for p in differing
+    ]
+    referee = Referee(
+        fit_logistic(x, [p.right[0] for p in differing]),
+        fit_logistic(x, [p.right[1] for p in differing]),
+    )
+    return Rule(threshold, agree_map, referee)
+
+
+def accuracy(values: Sequence[bool]) -> float:
+    return float(np.mean(values)) if values else 0.0
+
+
+def choose_threshold(
+    held: dict[str, list[Pair]], calibration: Calibration, rule: Any
+) -> tuple[float, str]:
+    """The lowest threshold at which no held-out set's chain reads more than TOLERANCE
+    worse than with ddddocr always reading; and the table that shows it."""
+    lines = [
+        "| threshold | ddddocr reads (mean share) | worst set, chain minus best engine |",
+        "|---|---|---|",
+    ]
+    worst: dict[float, float] = {}
+    for threshold in THRESHOLDS:
+        ruled = dataclasses.replace(rule, threshold=threshold)
+        gaps, runs = [], []
+        for group in held.values():
+            outcomes = [chain_outcome(p, calibration, ruled) for p in group]
+            best = max(accuracy([p.right[0] for p in group]), accuracy([p.right[1] for p in group]))
+            gaps.append((accuracy([o.right for o in outcomes]) - best, group))
+            runs.append(accuracy([o.second for o in outcomes]))
+        gap = min(g for g, _ in gaps)
+        worst[threshold] = gap
+        lines.append(f"| {threshold:.2f} | {np.mean(runs):.2f} | {gap:+.3f} |")
+    floor = worst[1.0] - TOLERANCE
+    chosen = min(t for t in THRESHOLDS if worst[t] >= floor)
+    return chosen, "\n".join(lines)
+
+
+def chain_summary(groups: dict[str, list[Pair]], calibration: Calibration, rule: Any) -> str:
+    lines = [
+        "| set, reading | answers | capgate | ddddocr | chain | chain, either case"
+        " | ddddocr read | chain ECE | chain >= 0.9 | right among them |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, group in groups.items():
+        if not group:
+            continue
+        outcomes = [chain_outcome(p, calibration, rule) for p in group]
+        p = np.array([o.confidence for o in outcomes])
+        y = np.array([o.right for o in outcomes])
+        sure = p >= 0.9
+        among = f"{y[sure].mean():.1%}" if sure.any() else "-"
+        lines.append(
+            f"| {name} | {len(group)} | {accuracy([q.right[0] for q in group]):.1%}"
+            f" | {accuracy([q.right[1] for q in group]):.1%} | {y.mean():.1%}"
+            f" | {accuracy([o.caseless for o in outcomes]):.1%}"
+            f" | {accuracy([o.second for o in outcomes]):.0%}"
+            f" | {expected_calibration_error(reliability(p, y)):.3f}"
+            f" | {int(sure.sum())} | {among} |"
+        )
+    return "\n".join(lines)
+
+
+def calibrate_ddddocr(args: argparse.Namespace) -> None:
+    from capgate.ocr.ddddocr_engine import CALIBRATION, DdddocrEngine
+
+    capgate = OcrEngine(args.model, threads=1)
+    if capgate.calibration is None:
+        raise SystemExit(f"{args.model} has no calibration: calibrate it first")
+    dddd = DdddocrEngine(threads=1, calibrated=False)
+    fitting = generated(args.generated or args.per_set)
+    checks: list[LabelledSet] = []
+    if args.realworld is not None:
+        fitting += [real(args.realworld, name, args.per_set) for name in args.fit]
+        checks = [real(args.realworld, name, args.per_set) for name in args.check]
+    train: list[Pair] = []
+    held: dict[str, list[Pair]] = {}
+    fitted_on: dict[str, int] = {}
+    for labelled in fitting:
+        pairs = read_pairs(capgate, dddd, labelled)
+        order = list(range(len(labelled.samples)))
+        random.Random(SPLIT_SEED + 1).shuffle(order)
+        first = set(order[: len(order) // 2])
+        train += [p for p in pairs if p.image in first]
+        fitted_on[labelled.name] = len(first)
+        for mode in labelled.modes:
+            held[f"{labelled.name}, {mode}"] = [
+                p for p in pairs if p.mode == mode and p.image not in first
+            ]
+        print(f"read {labelled.name}", file=sys.stderr, flush=True)
+    unseen = {
+        f"{labelled.name}, {mode}": [p for p in pairs if p.mode == mode]
+        for labelled in checks
+        for pairs in [read_pairs(capgate, dddd, labelled)]
+        for mode in labelled.modes
+    }
+
+    calibration = fit([p.ddddocr_raw for p in train], [p.right[1] for p in train])
+    rule = fit_rule(train, calibration, 1.0)
+    threshold, thresholds = choose_threshold(held, calibration, rule)
+    rule = dataclasses.replace(rule, threshold=threshold)
+
+    def ddddocr_readings(group: Sequence[Pair]) -> list[Reading]:
+        return [Reading(p.image, p.mode, p.ddddocr_raw, p.right[1]) for p in group]
+
+    held_all = [p for group in held.values() for p in group]
+    held_generated = [
+        p for key, group in held.items() if key.split(", ")[0] in GENERATED for p in group
+    ]
+    never = [p for group in unseen.values() for p in group]
+    print(
+        f"fitted on {len(train)} readings of {sum(fitted_on.values())} images: {fitted_on};"
+        f" ddddocr's calibration {len(calibration.raw)} knots\n"
+    )
+    for title, group in (
+        ("ddddocr, held-out halves, every fitted set", held_all),
+        ("ddddocr, held-out halves, generated sets only", held_generated),
+        ("ddddocr, never-seen real sets", never),
+    ):
+        if group:
+            print(table(title, bins_of(calibration, ddddocr_readings(group))))
+            print(raw_ece(ddddocr_readings(group)))
+            print()
+    print(
+        summary(
+            calibration,
+            {k: ddddocr_readings(g) for k, g in {**held, **unseen}.items()},
+        )
+    )
+    print(f"\nThe chain's threshold (tolerance {TOLERANCE:.0%}), on the held-out halves:\n")
+    print(thresholds)
+    print(f"\nchosen: {threshold:.2f}\n")
+    for title, group in (("chain, held-out halves", held_all), ("chain, never-seen", never)):
+        if group:
+            outcomes = [chain_outcome(p, calibration, rule) for p in group]
+            bins = reliability([o.confidence for o in outcomes], [o.right for o in outcomes])
+            print(table(title, bins))
+            print()
+    print(chain_summary({**held, **unseen}, calibration, rule))
+
+    if args.write:
+        import importlib.metadata
+
+        stamp = {
+            "fitted_on": {"images": fitted_on, "readings": len(train)},
+            "command": "training/calibrate.py " + " ".join(sys.argv[1:]),
+            "date": datetime.date.today().isoformat(),
+        }
+        document = {
+            "engine": "ddddocr",
+            "ddddocr": importlib.metadata.version("ddddocr"),
+            "calibration": {**calibration.to_json(), **stamp},
+            "chain": {**rule.to_json(), "tolerance": TOLERANCE, **stamp},
+        }
+        CALIBRATION.write_text(
+            json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        print(f"\ncalibration and chain rule written to {CALIBRATION}")
 
 
 if __name__ == "__main__":

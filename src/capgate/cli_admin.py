@@ -189,7 +189,13 @@ def _check_ocr(settings: Settings) -> tuple[bool, str]:
     except Exception as exc:
         return False, f"ocr: the model cannot run: {type(exc).__name__}: {exc}"
     model = settings.ocr_model_path or "the shipped model"
-    return True, f"ocr: {model} loads and reads ({seconds * 1000:.0f} ms)"
+    from capgate.ocr.chain import describe, resolve
+
+    try:
+        engines = describe(resolve(settings.ocr_engines), settings.ocr_model_path)
+    except ValueError as exc:
+        return False, f"ocr: {exc}"
+    return True, f"ocr: {model} loads and reads ({seconds * 1000:.0f} ms); engines: {engines}"
 
 
 async def _check_provider(settings: Settings, name: str) -> tuple[bool, str]:

@@ -136,6 +136,10 @@ class Settings:
     # A bearer token that GET /metrics must be sent with ("": /metrics is open; its
     # labels name solvers, providers and workers, so set one on an exposed server).
     metrics_key: str = ""
+    # The local OCR engines image captchas go through, in the chain's order (capgate's model,
+    # then ddddocr): "auto" is capgate's model, plus ddddocr where `capgate[ddddocr]` is
+    # installed; or a list of "capgate" and "ddddocr".
+    ocr_engines: list[str] = dataclasses.field(default_factory=lambda: ["auto"])
     # Routing: the server's policy, and per key name its own.
     routing_policy: str = "priority"
     key_policies: dict[str, str] = dataclasses.field(default_factory=dict)

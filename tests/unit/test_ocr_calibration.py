@@ -14,8 +14,10 @@ from capgate.ocr.calibration import (
     Calibration,
     expected_calibration_error,
     fit,
+    fit_logistic,
     isotonic,
     reliability,
+    split,
 )
 from capgate.ocr.engine import DEFAULT_MODEL, ModelSpec, OcrEngine
 
@@ -181,3 +183,28 @@ def test_the_shipped_calibration_holds_on_fresh_generated_captchas(
     order = np.argsort([r.confidence for r in raw], kind="stable")
     for a, b in itertools.pairwise(order):
         assert said[a] <= said[b] + 1e-12
+
+
+def test_logistic_fit_recovers_known_weights() -> None:
+    rng = np.random.default_rng(21)
+    x = np.column_stack([np.ones(20_000), rng.normal(0, 1, 20_000), rng.normal(0, 2, 20_000)])
+    truth = np.array([-0.5, 2.0, -1.0])
+    y = rng.random(20_000) < 1 / (1 + np.exp(-x @ truth))
+    assert fit_logistic(x, y) == pytest.approx(tuple(truth), abs=0.1)
+    # Separable outcomes stay finite (the ridge penalty).
+    w = fit_logistic([[1.0, -1.0], [1.0, 1.0]], [False, True])
+    assert all(np.isfinite(w)) and w[1] > 0
+    with pytest.raises(ValueError):
+        fit_logistic([[1.0, np.inf]], [True])
+    with pytest.raises(ValueError):
+        fit_logistic([[1.0]], [True, False])
+
+
+def test_the_split_fits_on_half_of_the_chosen_images_and_is_reproducible() -> None:
+    chosen, fitted = split(1000, 300)
+    assert len(chosen) == len(set(chosen)) == 300
+    assert fitted <= set(chosen) and len(fitted) == 150
+    assert split(1000, 300) == (chosen, fitted)
+    # A small set is read whole.
+    chosen, fitted = split(41, 300)
+    assert sorted(chosen) == list(range(41)) and len(fitted) == 20

@@ -170,3 +170,83 @@ def test_bounded_decoding_finds_the_most_likely_path_by_brute_force() -> None:
                 np.where(np.eye(3, dtype=bool)[list(best)], 50.0, -50.0).astype(np.float32), "ab"
             )
             assert result.text == expected.text, (low, high)
+
+
+def test_a_large_alphabet_is_pruned_without_changing_the_bounded_reading() -> None:
+    """ddddocr has 8,000 classes: a bounded length searches only the few that rank high in
+    some frame; on peaked outputs (as a recognizer's are) that is the exact search."""
+    from capgate.ocr.engine import PRUNE_ABOVE, Constraints, _best_path_of_length, _softmax
+
+    rng = np.random.default_rng(5)
+    classes = PRUNE_ABOVE * 2
+    charset = "".join(chr(0x4E00 + i) for i in range(classes - 1))
+    for _ in range(20):
+        logits = rng.normal(0, 1, (14, classes)).astype(np.float32)
+        for t, cls in enumerate(rng.integers(0, classes, 14)):
+            logits[t, cls] += 9.0
+        for low, high in ((4, 4), (2, 6), (9, 12)):
+            result = decode(
+                logits, charset, constraints=Constraints(min_length=low, max_length=high)
+            )
+            exact = _best_path_of_length(_softmax(logits), low, high)
+            previous, text = 0, []
+            for cls in exact:
+                if cls not in (0, previous):
+                    text.append(charset[cls - 1])
+                previous = cls
+            assert result.text == "".join(text)
+
+
+def test_ctc_likelihood_sums_every_path_that_spells_the_text() -> None:
+    import itertools
+
+    from capgate.ocr.engine import ctc_log_likelihood
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 2, (5, 3))
+    logp = (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32)
+    totals: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(3), repeat=5):
+        spelled, previous = [], 0
+        for cls in path:
+            if cls not in (0, previous):
+                spelled.append(cls)
+            previous = cls
+        p = float(np.exp(sum(logp[t, c] for t, c in enumerate(path))))
+        totals[tuple(spelled)] = totals.get(tuple(spelled), 0.0) + p
+    assert sum(totals.values()) == pytest.approx(1.0, rel=1e-5)
+    for labels, p in totals.items():
+        assert np.exp(ctc_log_likelihood(logp, list(labels))) == pytest.approx(p, rel=1e-4)
+    # Six characters cannot fit in five frames.
+    assert ctc_log_likelihood(logp, [1, 2, 1, 2, 1, 2]) == -np.inf
+
+
+def test_caseless_likelihood_counts_both_cases_of_a_letter() -> None:
+    from capgate.ocr.engine import caseless_likelihood
+
+    charset = "aA1"
+    # One frame split between "a" and "A", then a sure "1".
+    probs = np.array([[0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.0, 1.0]], dtype=np.float32)
+    for text in ("a1", "A1"):
+        assert caseless_likelihood(probs, charset, text) == pytest.approx(0.0, abs=1e-6)
+    assert caseless_likelihood(probs, charset, "1") < -10
+    assert caseless_likelihood(probs, charset, "b1") == -np.inf
+
+
+def test_a_reading_is_what_read_answers(engine: OcrEngine) -> None:
+    from capgate.solvers.ocr import constraints_for
+
+    samples = synth.generate(10, 6, synth.CHARSET_B, 4, 4)
+    for options in ({}, {"numeric": 1}, {"minLength": 4, "maxLength": 4}):
+        constraints = constraints_for(options)
+        for png, _ in samples:
+            reading = engine.reading(png, constraints)
+            result = engine.read(png, constraints=constraints)
+            assert reading.result.text == result.text
+            assert reading.result.confidence == pytest.approx(result.confidence)
+            assert engine.calibration is not None
+            if reading.result.text:  # (an empty answer is 0 sure)
+                assert engine.calibration(reading.raw) == pytest.approx(result.confidence)
+                # The model finds its own answer likelier than a changed one.
+                other = ("7" if reading.result.text[0] != "7" else "8") + reading.result.text[1:]
+                assert reading.likelihood(reading.result.text) > reading.likelihood(other)

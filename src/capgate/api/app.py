@@ -73,7 +73,9 @@ def default_solvers(settings: Settings) -> list[Solver]:
     if settings.ocr:
         from capgate.solvers.ocr import OcrSolver
 
-        solvers.append(OcrSolver(settings.ocr_processes, settings.ocr_model_path))
+        solvers.append(
+            OcrSolver(settings.ocr_processes, settings.ocr_model_path, settings.ocr_engines)
+        )
     if settings.providers:
         from capgate.providers.upstream import UpstreamProvider
 

@@ -11,6 +11,7 @@ only makes thresholds such as CapMonster's `recognizingThreshold` mean what they
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,20 @@ Numbers = Sequence[float] | npt.NDArray[np.floating[Any]] | npt.NDArray[np.integ
 SHRINK = 0.5
 # The bins of the reliability tables (edges of calibrated confidence).
 BIN_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+# The seed of training/calibrate.py's choice of images (see `split`).
+SPLIT_SEED = 0
+
+
+def split(count: int, per_set: int, seed: int = SPLIT_SEED) -> tuple[list[int], set[int]]:
+    """Which images of a labelled set of `count` (in name order) training/calibrate.py
+    reads (at most `per_set`, a seeded shuffle, in that order) and which half of those it
+    fits on; the rest of the set is held out from every fit."""
+    chosen = list(range(count))
+    random.Random(seed).shuffle(chosen)
+    chosen = chosen[:per_set]
+    order = list(range(len(chosen)))
+    random.Random(seed + 1).shuffle(order)
+    return chosen, {chosen[i] for i in order[: len(order) // 2]}
 
 
 def isotonic(values: Numbers, weights: Numbers | None = None) -> FloatArray:
@@ -130,6 +145,33 @@ def fit(
     return Calibration(
         tuple(float(v) for v in unique[keep]), tuple(round(float(v), 6) for v in values[keep])
     )
+
+
+def fit_logistic(
+    features: Sequence[Sequence[float]] | npt.NDArray[np.floating[Any]],
+    outcomes: Sequence[bool] | npt.NDArray[np.bool_],
+    l2: float = 1e-2,
+    steps: int = 100,
+) -> tuple[float, ...]:
+    """Weights w of P(outcome) = 1 / (1 + exp(-w . x)), by maximum likelihood with a small
+    ridge penalty `l2` (Newton's method), for the chain's referee. Include a constant
+    feature for an intercept."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(outcomes, dtype=np.float64)
+    if x.ndim != 2 or y.shape != (x.shape[0],) or len(y) == 0:
+        raise ValueError("need one row of features per outcome, at least one")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("features must be finite")
+    w = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -500, 500)))
+        gradient = x.T @ (p - y) + l2 * w
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return tuple(round(float(v), 6) for v in w)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +45,29 @@ class OcrResult:
     # product of each emitted character's best probability along the decoded path (1.0
     # when the model is certain of every character, lower with every doubt).
     confidence: float
+
+
+class Engine(Protocol):
+    """What the chain (`capgate.ocr.chain`) asks of an engine: a name, and a reading of
+    one image within a task's constraints whose confidence is calibrated (the probability
+    that the text is exactly right), or the raw score where the engine has no calibration."""
+
+    name: str
+
+    @property
+    def calibrated(self) -> bool:
+        """True if the engine's confidences are calibrated probabilities."""
+        ...
+
+    def read(
+        self, image: bytes, allowed: str | None = None, constraints: Constraints | None = None
+    ) -> OcrResult:
+        """Read one image given as file bytes (ValueError if it is not an image)."""
+        ...
+
+    def reading(self, image: bytes, constraints: Constraints | None = None) -> Reading:
+        """Read one image, keeping what the chain weighs (see `Reading`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -82,14 +106,19 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
-def preprocess(image: Image.Image, height: int, width: int) -> npt.NDArray[np.float32]:
-    """Grayscale, resized to the model's input, standardized per image: shape (1, H, W)."""
+def on_white(image: Image.Image) -> Image.Image:
+    """A transparent image put on white (captchas are drawn for a light page); any other
+    image as it is."""
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        # Transparent captchas are drawn for a light page: put them on white.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    gray = image.convert("L").resize((width, height), Image.Resampling.BILINEAR)
+        return Image.alpha_composite(background, rgba)
+    return image
+
+
+def preprocess(image: Image.Image, height: int, width: int) -> npt.NDArray[np.float32]:
+    """Grayscale, resized to the model's input, standardized per image: shape (1, H, W)."""
+    gray = on_white(image).convert("L").resize((width, height), Image.Resampling.BILINEAR)
     pixels: npt.NDArray[np.float32] = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
     standardized: npt.NDArray[np.float32] = (pixels - pixels.mean()) / (pixels.std() + 1e-3)
     return standardized[None, :, :]
@@ -125,18 +154,28 @@ def decode(
     (a small dynamic program), so the decoder picks the best allowed reading rather than
     filtering its output. Unconstrained, it is greedy.
     """
-    constraints = constraints or Constraints(allowed)
-    logits = logits + _mask(charset, constraints.allowed, constraints.grammar is not None)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=-1, keepdims=True)
+    return _decode(logits, charset, constraints or Constraints(allowed))[0]
+
+
+def _decode(
+    logits: npt.NDArray[np.float32], charset: str, constraints: Constraints
+) -> tuple[OcrResult, npt.NDArray[np.float32]]:
+    """`decode`, and the probabilities over the allowed classes it decoded from."""
+    probs = _softmax(logits + _mask(charset, constraints.allowed, constraints.grammar is not None))
     if constraints.grammar is not None:
         path = best_path(probs, constraints.grammar, charset)
     elif constraints.limits_length:
-        path = _best_path_of_length(probs, constraints.min_length, constraints.max_length)
+        path = _bounded_path(probs, constraints.min_length, constraints.max_length)
     else:
         path = probs.argmax(axis=-1).tolist()
-    return _collapse(path, probs, charset)
+    return _collapse(path, probs, charset), probs
+
+
+def _softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    probs: npt.NDArray[np.float32] = np.exp(shifted)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    return probs
 
 
 @lru_cache(maxsize=256)
@@ -170,6 +209,24 @@ def _collapse(path: list[int], probs: npt.NDArray[np.float32], charset: str) -> 
     if previous != 0:
         confidence *= run_p
     return OcrResult("".join(chars), confidence if chars else 0.0)
+
+
+# A model with more classes than this (ddddocr's 8,000) is searched for a bounded length
+# among the few classes that rank in some frame's top TOP_CLASSES only: a class that is
+# never near the top of any frame does not make the best path of a given length.
+PRUNE_ABOVE = 256
+TOP_CLASSES = 16
+
+
+def _bounded_path(probs: npt.NDArray[np.float32], low: int, high: int) -> list[int]:
+    """`_best_path_of_length`, on a large alphabet pruned to its likely classes."""
+    if probs.shape[1] <= PRUNE_ABOVE:
+        return _best_path_of_length(probs, low, high)
+    top = np.argpartition(-probs, TOP_CLASSES, axis=1)[:, :TOP_CLASSES]
+    columns = np.union1d(top.ravel(), [0])  # sorted: the blank stays class 0
+    columns = columns[(columns == 0) | (probs[:, columns] > 0).any(axis=0)]
+    path = _best_path_of_length(probs[:, columns], low, high)
+    return [int(columns[c]) for c in path]
 
 
 def _best_path_of_length(probs: npt.NDArray[np.float32], low: int, high: int) -> list[int]:
@@ -224,11 +281,101 @@ def _best_path_of_length(probs: npt.NDArray[np.float32], low: int, high: int) ->
     return path[::-1]
 
 
+def ctc_log_likelihood(log_probs: npt.NDArray[np.float32], labels: Sequence[int]) -> float:
+    """log P(labels) under a CTC model's per-frame log-probabilities (T, classes; class 0
+    the blank): the probability of every frame path that collapses to those classes,
+    summed (the forward algorithm). -inf if no path of T frames spells them."""
+    frames = log_probs.shape[0]
+    if not labels:
+        return float(log_probs[:, 0].sum())
+    extended = np.zeros(2 * len(labels) + 1, dtype=np.int64)
+    extended[1::2] = labels
+    # A path may skip the blank between two different characters, never between repeats.
+    skip = np.zeros(len(extended), dtype=bool)
+    skip[3::2] = extended[3::2] != extended[1:-2:2]
+    none = np.array([-np.inf])
+    alpha = np.full(len(extended), -np.inf)
+    alpha[:2] = log_probs[0, extended[:2]]
+    for t in range(1, frames):
+        one_back = np.concatenate((none, alpha[:-1]))
+        two_back = np.where(skip, np.concatenate((none, none, alpha[:-2])), -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, one_back), two_back) + log_probs[t, extended]
+    return float(np.logaddexp(alpha[-1], alpha[-2]))
+
+
+@lru_cache(maxsize=16)
+def _case_pairs(charset: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The classes of the upper-case letters that have a lower-case class too, and those."""
+    index = {char: i + 1 for i, char in enumerate(charset)}
+    pairs = [
+        (i, index[c.lower()]) for c, i in index.items() if c != c.lower() and c.lower() in index
+    ]
+    upper = np.array([u for u, _ in pairs], dtype=np.int64)
+    lower = np.array([low for _, low in pairs], dtype=np.int64)
+    return upper, lower
+
+
+@lru_cache(maxsize=16)
+def _class_of(charset: str) -> dict[str, int]:
+    return {char: i + 1 for i, char in enumerate(charset)}
+
+
+def caseless_likelihood(probs: npt.NDArray[np.float32], charset: str, text: str) -> float:
+    """log P(text, in any case) under per-frame probabilities (T, classes): each letter's
+    two cases count as one class. -inf if the text holds a character outside the charset."""
+    upper, lower = _case_pairs(charset)
+    folded = probs.astype(np.float64)
+    by_class = folded.T  # a view: np.add.at adds twice where two capitals share a small
+    np.add.at(by_class, lower, by_class[upper])
+    folded[:, upper] = 0.0
+    classes = _class_of(charset)
+    labels = []
+    for char in text:
+        cls = classes.get(char.lower(), classes.get(char))
+        if cls is None:
+            return -np.inf
+        labels.append(cls)
+    return ctc_log_likelihood(np.log(np.maximum(folded, 1e-30)).astype(np.float32), labels)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One engine's reading of one image, as the chain weighs it: the answer (its
+    confidence calibrated where the engine is), the raw score, and the probabilities over
+    the allowed classes it was decoded from, which say how likely another answer is."""
+
+    result: OcrResult
+    raw: float
+    probs: npt.NDArray[np.float32]  # (T, classes); class i + 1 is charset[i]
+    charset: str
+
+    def likelihood(self, text: str) -> float:
+        """log P(text) under this engine's reading, letters in either case."""
+        return caseless_likelihood(self.probs, self.charset, text)
+
+
+def reading_of(
+    logits: npt.NDArray[np.float32],
+    charset: str,
+    constraints: Constraints,
+    calibration: Calibration | None,
+) -> Reading:
+    """Decode one (T, classes) logit matrix into a Reading, calibrated if a map is given."""
+    result, probs = _decode(logits, charset, constraints)
+    raw = result.confidence
+    if calibration is not None:
+        result = OcrResult(result.text, calibration(raw) if result.text else 0.0)
+    return Reading(result, raw, probs, charset)
+
+
 class OcrEngine:
-    """Reads captcha images with the shipped model (or another one given by path).
+    """capgate's own engine: reads captcha images with the shipped model (or another one
+    given by path).
 
     Its confidences are calibrated when the model's JSON holds a calibration, unless
     `calibrated` is False (training/calibrate.py reads the raw scores it fits on)."""
+
+    name = "capgate"
 
     def __init__(
         self, model_path: Path | None = None, threads: int = 1, calibrated: bool = True
@@ -246,11 +393,29 @@ class OcrEngine:
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
+    @property
+    def calibrated(self) -> bool:
+        """True if its confidences are calibrated probabilities."""
+        return self.calibration is not None
+
     def read(
         self, image: bytes, allowed: str | None = None, constraints: Constraints | None = None
     ) -> OcrResult:
         """Read one image given as file bytes."""
         return self.read_batch([image], allowed, constraints)[0]
+
+    def logits(self, image: bytes) -> npt.NDArray[np.float32]:
+        """The model's per-frame logits for one image: shape (T, classes)."""
+        spec = self.spec
+        batch = preprocess(open_image(image), spec.height, spec.width)[None]
+        (logits,) = self._session.run(None, {self._input: batch})
+        first: npt.NDArray[np.float32] = logits[0]
+        return first
+
+    def reading(self, image: bytes, constraints: Constraints | None = None) -> Reading:
+        """Read one image for the chain (see `Reading`)."""
+        logits = self.logits(image)
+        return reading_of(logits, self.spec.charset, constraints or Constraints(), self.calibration)
 
     def read_batch(
         self,

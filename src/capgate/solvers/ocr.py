@@ -1,39 +1,47 @@
 """The local OCR solver: image-to-text captchas read on the CPU in a process pool.
 
 The recognizer is CPU-bound, so it runs in worker processes and the event loop never waits
-on it. Each worker loads the shipped ONNX model once and runs it with one thread.
+on it. Each worker loads the engines of `ocr_engines` once (capgate's ONNX model, and
+ddddocr where it is installed: `capgate.ocr.chain`) and runs them with one thread each.
 
-An answer's confidence is the engine's: calibrated (the probability that it is right) for
-the shipped model, the raw score for a fine-tuned one that has no calibration. The
-dispatcher compares it with `ocr_min_confidence` and a task's `recognizingThreshold`.
+An answer's confidence is the chain's: calibrated (the probability that it is right) for
+the shipped model and ddddocr, the raw score for a fine-tuned model that has no
+calibration. The dispatcher compares it with `ocr_min_confidence` and a task's
+`recognizingThreshold`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import signal
 import string
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 from capgate.model import ErrorCode, Solution, Task, TaskType
-from capgate.ocr.engine import Constraints, OcrEngine
+from capgate.ocr.chain import Chain, build, describe, resolve
+from capgate.ocr.engine import Constraints
 from capgate.ocr.grammar import evaluate, phrase_grammar, sum_grammar
 from capgate.solvers.base import SolveError, Solver
 
-_engine: OcrEngine | None = None
+log = logging.getLogger("capgate.ocr")
+
+_chain: Chain | None = None
 
 
-def _load_engine(model: Path | None = None) -> None:
-    global _engine
+def _load_engine(model: Path | None = None, engines: Sequence[str] = ("capgate",)) -> None:
+    global _chain
     _die_with_parent()
-    _engine = OcrEngine(model, threads=1)
+    chain = build(engines, model)
+    chain.warm()
+    _chain = chain
 
 
 def _die_with_parent() -> None:
@@ -50,11 +58,11 @@ def _die_with_parent() -> None:
 
 
 def _read(image: bytes, constraints: Constraints) -> tuple[str, float]:
-    if _engine is None:
+    if _chain is None:
         _load_engine()
-    assert _engine is not None
-    result = _engine.read(image, constraints=constraints)
-    return result.text, result.confidence
+    assert _chain is not None
+    answer = _chain.read(image, constraints)
+    return answer.text, answer.confidence
 
 
 _SUM = sum_grammar()
@@ -98,14 +106,19 @@ def _bound(value: Any) -> int:
 
 
 class OcrSolver(Solver):
-    """Reads image-to-text captchas with the shipped CRNN model."""
+    """Reads image-to-text captchas with the local engines: the shipped CRNN model (or
+    the operator's), then ddddocr if `engines` has it ("auto": where it is installed).
+    ValueError for an engine it does not know or cannot load."""
 
     name = "ocr"
     types = frozenset({TaskType.IMAGE_TO_TEXT})
 
-    def __init__(self, processes: int = 1, model: Path | None = None) -> None:
+    def __init__(
+        self, processes: int = 1, model: Path | None = None, engines: Sequence[str] = ("auto",)
+    ) -> None:
         self.processes = max(1, processes)
         self.model = model
+        self.engines = resolve(engines)
         self._pool: ProcessPoolExecutor | None = None
 
     def accepts(self, task_type: TaskType, params: Mapping[str, Any]) -> bool:
@@ -117,10 +130,11 @@ class OcrSolver(Solver):
             max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_load_engine,
-            initargs=(self.model,),
+            initargs=(self.model, self.engines),
         )
 
     async def start(self) -> None:
+        log.info("local OCR engines: %s", describe(self.engines, self.model))
         self._pool = self._new_pool()
         # Warm every worker so the first task does not pay for loading the model.
         loop = asyncio.get_running_loop()
