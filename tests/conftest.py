@@ -163,3 +163,23 @@ def start_worker() -> Iterator[Any]:
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait(10)
+
+
+@pytest.fixture
+def anticaptcha_sdk(server: CapgateServer) -> Iterator[None]:
+    """Point anticaptchaofficial at capgate.
+
+    Its host is fixed inside the package (CLIENTS.md): the least intrusive redirect is to
+    swap the module-level requests session for one that rewrites that host.
+    """
+    from anticaptchaofficial import antinetworking
+
+    from tests.support import RewritingSession
+
+    original = antinetworking.session
+    session = RewritingSession("https://api.anti-captcha.com", server.base)
+    session.headers.update(original.headers)
+    antinetworking.session = session
+    yield
+    antinetworking.session = original
+    session.close()

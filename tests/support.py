@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import requests
 
 from capgate.model import Task, TaskStatus, TaskType
 from capgate.ocr import synth
@@ -227,3 +228,15 @@ def make_task(status: TaskStatus, task_type: TaskType, **fields: Any) -> Task:
         **fields,
     }
     return Task(**values)
+
+
+class RewritingSession(requests.Session):
+    """A requests session that sends a vendor's hard-coded host to the test server instead."""
+
+    def __init__(self, host: str, base: str) -> None:
+        super().__init__()
+        self.host, self.base = host, base
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        target = url.decode() if isinstance(url, bytes) else url
+        return super().request(method, target.replace(self.host, self.base), *args, **kwargs)

@@ -3,46 +3,13 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
 from tests.support import BOOTSTRAP_KEY, CapgateServer, captchas
 
 pytestmark = pytest.mark.system
-
-
-class RewritingSession(requests.Session):
-    """A requests session that sends a vendor's hard-coded host to the test server instead."""
-
-    def __init__(self, host: str, base: str) -> None:
-        super().__init__()
-        self.host, self.base = host, base
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        target = url.decode() if isinstance(url, bytes) else url
-        return super().request(method, target.replace(self.host, self.base), *args, **kwargs)
-
-
-@pytest.fixture
-def anticaptcha_sdk(server: CapgateServer) -> Iterator[None]:
-    """Point anticaptchaofficial at capgate.
-
-    Its host is fixed inside the package (CLIENTS.md): the least intrusive redirect is to
-    swap the module-level requests session for one that rewrites that host.
-    """
-    from anticaptchaofficial import antinetworking
-
-    original = antinetworking.session
-    session = RewritingSession("https://api.anti-captcha.com", server.base)
-    session.headers.update(original.headers)
-    antinetworking.session = session
-    yield
-    antinetworking.session = original
-    session.close()
 
 
 def test_anticaptchaofficial_solves_an_image(

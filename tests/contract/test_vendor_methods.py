@@ -7,14 +7,12 @@ Vast's status word on errors."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from capgate.solvers.testkeys import DOCUMENTED_USER_AGENT, TURNSTILE_DUMMY_TOKEN
-from tests.contract.test_sdk_root import RewritingSession
 from tests.support import BOOTSTRAP_KEY, CapgateServer, ServerFactory, captchas, image_task
 
 pytestmark = pytest.mark.system
@@ -66,19 +64,6 @@ def test_capmonster_reports_a_bad_token_by_every_documented_name(
     assert poll(server, prefix, task_id)["status"] == "ready"
     answer = server.post(f"{prefix}/{method}", {"clientKey": K, "taskId": task_id})
     assert answer == {"errorId": 0, "status": "success"}
-
-
-@pytest.fixture
-def anticaptcha_sdk(server: CapgateServer) -> Iterator[None]:
-    from anticaptchaofficial import antinetworking
-
-    original = antinetworking.session
-    session = RewritingSession("https://api.anti-captcha.com", server.base)
-    session.headers.update(original.headers)
-    antinetworking.session = session
-    yield
-    antinetworking.session = original
-    session.close()
 
 
 def test_anticaptcha_reports_a_correct_recaptcha(
