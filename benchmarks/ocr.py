@@ -38,19 +38,9 @@ from capgate.ocr.engine import DEFAULT_MODEL, Constraints, OcrEngine
 from capgate.ocr.grammar import evaluate
 from capgate.solvers.ocr import constraints_for
 
-DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
-DEJAVU_FONTS = [
-    str(DEJAVU / f) for f in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
-]
-
-SETS: dict[str, tuple[int, str, int, int, bool, str]] = {
-    "B": (12_345, synth.CHARSET_B, 4, 4, False, "text"),
-    "A": (23_456, synth.CHARSET_A, 4, 6, False, "text"),
-    "B-dejavu": (34_567, synth.CHARSET_B, 4, 4, True, "text"),
-    "A-dejavu": (45_678, synth.CHARSET_A, 4, 6, True, "text"),
-    "math": (56_789, "", 0, 0, False, "math"),
-    "phrase": (67_890, "", 0, 0, False, "phrase"),
-}
+# The seed of each of synth.NAMED_SETS (training/calibrate.py uses others).
+SEEDS = {"B": 12_345, "A": 23_456, "B-dejavu": 34_567, "A-dejavu": 45_678, "math": 56_789,
+         "phrase": 67_890}  # fmt: skip
 # A real set with more images than this is read every --every'th image.
 SMALL_SET = 200
 
@@ -165,11 +155,11 @@ def main() -> None:
 
     print(f"model: {args.model}, {args.model.stat().st_size / 1e6:.2f} MB")
     print(HEADER)
-    for name, (seed, charset, lo, hi, dejavu, kind) in SETS.items():
-        if dejavu and not DEJAVU.is_dir():
+    for name, seed in SEEDS.items():
+        samples = synth.named_set(name, seed, args.n)
+        if samples is None:
             continue
-        fonts = DEJAVU_FONTS if dejavu else None
-        samples = synth.generate(seed, args.n, charset, lo, hi, fonts=fonts, kind=kind)
+        kind = synth.NAMED_SETS[name][4]
         for engine_name, read in readers.items():
             measure(name, engine_name, read, samples, kind)
     if args.realworld is not None:

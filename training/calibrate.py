@@ -55,20 +55,9 @@ from capgate.ocr.engine import DEFAULT_MODEL, OcrEngine, reading_of
 from capgate.ocr.grammar import evaluate
 from capgate.solvers.ocr import constraints_for
 
-DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
-DEJAVU_FONTS = [
-    str(DEJAVU / f) for f in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
-]
-# name: (seed, charset, shortest, longest, DejaVu fonts, kind), as benchmarks/ocr.py's
-# sets but with seeds of their own.
-GENERATED: dict[str, tuple[int, str, int, int, bool, str]] = {
-    "B": (500_000, synth.CHARSET_B, 4, 4, False, "text"),
-    "A": (500_001, synth.CHARSET_A, 4, 6, False, "text"),
-    "B-dejavu": (500_002, synth.CHARSET_B, 4, 4, True, "text"),
-    "A-dejavu": (500_003, synth.CHARSET_A, 4, 6, True, "text"),
-    "math": (500_004, "", 0, 0, False, "math"),
-    "phrase": (500_005, "", 0, 0, False, "phrase"),
-}
+# The seed of each of synth.NAMED_SETS: others than benchmarks/ocr.py reads.
+SEEDS = {"B": 500_000, "A": 500_001, "B-dejavu": 500_002, "A-dejavu": 500_003,
+         "math": 500_004, "phrase": 500_005}  # fmt: skip
 FIT = ("cloud4d", "henan4d", "tjsp5")
 CHECK = ("hfut4", "weibo4", "ems6", "tongji4")
 # Sets whose labels lost their case (their SOURCE.md): the sites compare without it.
@@ -100,12 +89,12 @@ class LabelledSet:
 
 def generated(per_set: int) -> list[LabelledSet]:
     sets = []
-    for name, (seed, charset, lo, hi, dejavu, kind) in GENERATED.items():
-        if dejavu and not DEJAVU.is_dir():
-            print(f"skipping {name}: no DejaVu fonts in {DEJAVU}", file=sys.stderr)
+    for name, seed in SEEDS.items():
+        samples = synth.named_set(name, seed, per_set)
+        if samples is None:
+            print(f"skipping {name}: no DejaVu fonts in {synth.DEJAVU}", file=sys.stderr)
             continue
-        fonts = DEJAVU_FONTS if dejavu else None
-        samples = synth.generate(seed, per_set, charset, lo, hi, fonts=fonts, kind=kind)
+        kind = synth.NAMED_SETS[name][4]
         modes: dict[str, dict[str, Any]] = {"plain": {}} if kind == "text" else {kind: {kind: 1}}
         sets.append(LabelledSet(name, samples, modes, kind))
     return sets
@@ -124,6 +113,17 @@ def real(root: Path, name: str, per_set: int) -> LabelledSet:
     elif set(labels) <= set(string.ascii_letters):
         modes["numeric=2"] = {"numeric": 2}
     return LabelledSet(name, samples, modes)
+
+
+def labelled_sets(args: argparse.Namespace) -> tuple[list[LabelledSet], list[LabelledSet]]:
+    """The sets to fit on (generated, and the real ones named by --fit) and the never-seen
+    ones to check on (--check), as the command line asks."""
+    fitting = generated(args.generated or args.per_set)
+    checks: list[LabelledSet] = []
+    if args.realworld is not None:
+        fitting += [real(args.realworld, name, args.per_set) for name in args.fit]
+        checks = [real(args.realworld, name, args.per_set) for name in args.check]
+    return fitting, checks
 
 
 def read(engine: OcrEngine, labelled: LabelledSet) -> list[Reading]:
@@ -232,11 +232,7 @@ def main() -> None:
 
 def calibrate_capgate(args: argparse.Namespace) -> None:
     engine = OcrEngine(args.model, threads=1, calibrated=False)
-    fitting = generated(args.generated or args.per_set)
-    checks: list[LabelledSet] = []
-    if args.realworld is not None:
-        fitting += [real(args.realworld, name, args.per_set) for name in args.fit]
-        checks = [real(args.realworld, name, args.per_set) for name in args.check]
+    fitting, checks = labelled_sets(args)
     train: list[Reading] = []
     held: dict[str, list[Reading]] = {}
     fitted_on: dict[str, int] = {}
@@ -256,7 +252,7 @@ def calibrate_capgate(args: argparse.Namespace) -> None:
 
     held_all = [r for group in held.values() for r in group]
     held_generated = [
-        r for key, group in held.items() if key.split(", ")[0] in GENERATED for r in group
+        r for key, group in held.items() if key.split(", ")[0] in SEEDS for r in group
     ]
     print(
         f"fitted on {len(train)} readings of {sum(fitted_on.values())} images: {fitted_on};"
@@ -454,11 +450,7 @@ def calibrate_ddddocr(args: argparse.Namespace) -> None:
     if capgate.calibration is None:
         raise SystemExit(f"{args.model} has no calibration: calibrate it first")
     dddd = DdddocrEngine(threads=1, calibrated=False)
-    fitting = generated(args.generated or args.per_set)
-    checks: list[LabelledSet] = []
-    if args.realworld is not None:
-        fitting += [real(args.realworld, name, args.per_set) for name in args.fit]
-        checks = [real(args.realworld, name, args.per_set) for name in args.check]
+    fitting, checks = labelled_sets(args)
     train: list[Pair] = []
     held: dict[str, list[Pair]] = {}
     fitted_on: dict[str, int] = {}
@@ -491,7 +483,7 @@ def calibrate_ddddocr(args: argparse.Namespace) -> None:
 
     held_all = [p for group in held.values() for p in group]
     held_generated = [
-        p for key, group in held.items() if key.split(", ")[0] in GENERATED for p in group
+        p for key, group in held.items() if key.split(", ")[0] in SEEDS for p in group
     ]
     never = [p for group in unseen.values() for p in group]
     print(

@@ -11,6 +11,7 @@ import random
 import string
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from capgate.ocr.grammar import OPERATORS, TIMES
@@ -109,3 +110,30 @@ def generate(
                 label = random_label(rng, charset, min_len, max_len)
             out.append((generator.generate(drawn(label), format="png").getvalue(), label))
     return out
+
+
+# The named sets that benchmarks/ocr.py and training/calibrate.py read, each script with
+# seeds of its own: (alphabet, shortest, longest, drawn in DejaVu fonts, kind). The
+# `-dejavu` sets draw in Debian's DejaVu fonts, which the model was never trained on.
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
+NAMED_SETS: dict[str, tuple[str, int, int, bool, str]] = {
+    "B": (CHARSET_B, 4, 4, False, "text"),
+    "A": (CHARSET_A, 4, 6, False, "text"),
+    "B-dejavu": (CHARSET_B, 4, 4, True, "text"),
+    "A-dejavu": (CHARSET_A, 4, 6, True, "text"),
+    "math": ("", 0, 0, False, "math"),
+    "phrase": ("", 0, 0, False, "phrase"),
+}
+
+
+def named_set(name: str, seed: int, n: int) -> list[tuple[bytes, str]] | None:
+    """`n` captchas of the named set from `seed`; None where its fonts are not installed."""
+    charset, shortest, longest, dejavu, kind = NAMED_SETS[name]
+    if dejavu and not DEJAVU.is_dir():
+        return None
+    fonts = (
+        [str(DEJAVU / f) for f in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")]
+        if dejavu
+        else None
+    )
+    return generate(seed, n, charset, shortest, longest, fonts=fonts, kind=kind)
