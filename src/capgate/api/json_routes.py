@@ -98,22 +98,31 @@ def mount_root(
         routes.add(f"/{method}", Route(root(method), on_error))
 
 
-class _IdempotencyPeek(msgspec.Struct):
+class _TopLevelPeek(msgspec.Struct):
+    """Top-level fields read beside a dialect's own parse."""
+
     idempotencyKey: Any = None
+    appId: Any = None
 
 
-_idempotency_peek = msgspec.json.Decoder(_IdempotencyPeek)
+_top_level_peek = msgspec.json.Decoder(_TopLevelPeek)
+
+
+def _top_level_string(body: bytes, name: str) -> str | None:
+    """A top-level field of a JSON body (one of _TopLevelPeek's) if it is a non-empty
+    string; the body is decoded again only when the name is in it at all."""
+    if name.encode() not in body:  # Almost every request: skip decoding it again.
+        return None
+    try:
+        value = getattr(_top_level_peek.decode(body), name)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _idempotency_field(body: bytes) -> str | None:
     """The JSON dialects' `idempotencyKey` field, for clients that cannot set headers."""
-    if b"idempotencyKey" not in body:  # Almost every request: skip decoding it again.
-        return None
-    try:
-        value = _idempotency_peek.decode(body).idempotencyKey
-    except (msgspec.DecodeError, RecursionError):
-        return None
-    return value if isinstance(value, str) and value else None
+    return _top_level_string(body, "idempotencyKey")
 
 
 class _WaitPeek(msgspec.Struct):
@@ -143,22 +152,9 @@ class _KeyPeek(msgspec.Struct):
 _key_peek = msgspec.json.Decoder(_KeyPeek)
 
 
-class _AppIdPeek(msgspec.Struct):
-    appId: Any = None
-
-
-_app_id_peek = msgspec.json.Decoder(_AppIdPeek)
-
-
 def _app_id_field(body: bytes) -> bool:
     """Whether a createTask body carries CapSolver's `appId` (a non-empty string)."""
-    if b"appId" not in body:  # Almost every request: skip decoding it again.
-        return False
-    try:
-        value = _app_id_peek.decode(body).appId
-    except (msgspec.DecodeError, RecursionError):
-        return False
-    return isinstance(value, str) and bool(value)
+    return _top_level_string(body, "appId") is not None
 
 
 def _error_renderer(dialect: JsonDialect) -> ErrorRenderer:
