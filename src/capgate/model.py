@@ -150,6 +150,8 @@ class Key(msgspec.Struct):
     refunds: int = 0
     # The networks (CIDR) the key may be used from; empty: any.
     allow_ips: list[str] = []
+    # The site its image tasks belong to when they name none (`keys create --site NAME`).
+    site: str | None = None
     # Options the client appended to the secret (`SECRET__recognizingthreshold_70`), for
     # the tasks of this request only; never stored.
     options: dict[str, Any] = {}

@@ -13,15 +13,17 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from capgate.model import CapgateError, ErrorCode, Key, Lease, Solution, Task, TaskSpec, TaskType
+from capgate.store.sites import SiteStore
 
 
-class Store(abc.ABC):
-    """Where capgate keeps everything that must survive a restart."""
+class Store(SiteStore):
+    """Where capgate keeps everything that must survive a restart (the learning half, the
+    sites' labels, models and counters, is `SiteStore`'s)."""
 
-    async def open(self) -> None:  # noqa: B027 - optional hook
+    async def open(self) -> None:  # an optional hook
         """Prepare the store for use (create files, tables, connections)."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:  # an optional hook
         """Release what `open` took."""
 
     # --- keys -------------------------------------------------------------------------
@@ -36,10 +38,12 @@ class Store(abc.ABC):
         dialect: str | None = None,
         worker: bool = False,
         allow_ips: Sequence[str] = (),
+        site: str | None = None,
     ) -> Key:
         """Store a new key by the SHA-256 of its secret; refuse a hash that exists.
 
-        `allow_ips`: the networks (CIDR, already checked) the key may be used from."""
+        `allow_ips`: the networks (CIDR, already checked) the key may be used from;
+        `site`: the site its image tasks belong to when they name none."""
 
     @abc.abstractmethod
     async def key_by_hash(self, key_hash: bytes) -> Key | None:
@@ -217,6 +221,11 @@ class Store(abc.ABC):
         (for SPENDING_KEEP_SECONDS). Lines come sorted by hour, type, ip and soft id.
         """
 
+
+# What the learning half keeps of each site (SiteStore): the newest lines of its history,
+# and the bytes of its newest versions (besides the one serving, which always keeps them).
+SITE_HISTORY_KEEP = 200
+SITE_FILES_KEEP = 3
 
 # How long the spending ledger keeps an hour: a month of Anti-Captcha's 24-hour reports.
 SPENDING_KEEP_SECONDS = 32 * 86_400

@@ -7,8 +7,11 @@ call is atomic on the event loop.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import secrets
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from capgate.model import (
     CapgateError,
@@ -22,6 +25,8 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import (
+    SITE_FILES_KEEP,
+    SITE_HISTORY_KEEP,
     RefundLimit,
     Spending,
     Store,
@@ -34,6 +39,19 @@ from capgate.store.base import (
     timed_out,
     too_many_in_flight,
 )
+from capgate.store.sites import (
+    DEMOTED,
+    PROMOTED,
+    REJECTED,
+    RETIRED,
+    SERVING,
+    SiteCounters,
+    SiteEvent,
+    SiteLabel,
+    SiteModel,
+)
+
+_COUNTERS = ("local", "upstream", "by_model", "saved", "audits", "audits_agreed", "reported_wrong")
 
 # A ledger line's identity: key id, hour, task type, ip, soft id.
 _Line = tuple[int, int, TaskType, str, str]
@@ -50,6 +68,16 @@ class MemoryStore(Store):
         self._next_key_id = 1
         self._next_task_id = 1
         self._spending: dict[_Line, list[int]] = {}  # line -> [volume, money]
+        # The learning half (SiteStore): labels by site and task id; each site's versions
+        # (oldest first), the bytes still kept, history (newest first) and counters; each
+        # version's audit outcomes (oldest first); the locks (holder, until).
+        self._labels: dict[str, dict[int, SiteLabel]] = {}
+        self._models: dict[str, list[SiteModel]] = {}
+        self._files: dict[tuple[str, int], tuple[bytes, bytes]] = {}
+        self._history: dict[str, collections.deque[SiteEvent]] = {}
+        self._counters: dict[str, dict[str, int]] = {}
+        self._audits: dict[tuple[str, int], list[bool]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
 
     # --- keys -------------------------------------------------------------------------
 
@@ -62,11 +90,13 @@ class MemoryStore(Store):
         dialect: str | None = None,
         worker: bool = False,
         allow_ips: Sequence[str] = (),
+        site: str | None = None,
     ) -> Key:
         if key_hash in self._key_ids_by_hash:
             raise ValueError("a key with this secret exists already")
         key = Key(self._next_key_id, name, key_hash, balance, 0, now, dialect, worker)
         key.allow_ips = list(allow_ips)
+        key.site = site
         self._next_key_id += 1
         self._keys[key.id] = key
         self._key_ids_by_hash[key_hash] = key.id
@@ -340,6 +370,138 @@ class MemoryStore(Store):
             key=lambda s: (s.hour, s.type.value, s.ip, s.soft_id),
         )
 
+    # --- sites (SiteStore) ------------------------------------------------------------
+
+    def _seen(self, site: str) -> dict[str, int]:
+        assert len(site) <= 255, "a site name is at most 255 characters"
+        return self._counters.setdefault(site, dict.fromkeys(_COUNTERS, 0))
+
+    def _event(
+        self, site: str, at: float, kind: str, version: int, reason: str, labels: int
+    ) -> None:
+        history = self._history.setdefault(site, collections.deque(maxlen=SITE_HISTORY_KEEP))
+        history.appendleft(SiteEvent(site, at, kind, version, reason, labels))
+
+    def _last_version(self, site: str) -> int:
+        models = self._models.get(site)
+        return models[-1].version if models else 0
+
+    async def add_site_label(
+        self, site: str, task_id: int, image: bytes, text: str, now: float, keep: int
+    ) -> int:
+        self._seen(site)
+        labels = self._labels.setdefault(site, {})
+        labels[task_id] = SiteLabel(task_id, image, text, now)
+        if len(labels) > keep:
+            for oldest in sorted(labels)[: len(labels) - max(0, keep)]:
+                del labels[oldest]
+        return len(labels)
+
+    async def forget_site_label(self, site: str, task_id: int) -> bool:
+        return self._labels.get(site, {}).pop(task_id, None) is not None
+
+    async def site_labels(self, site: str) -> list[SiteLabel]:
+        labels = self._labels.get(site, {})
+        return [labels[task_id] for task_id in sorted(labels)]
+
+    async def publish_model(
+        self,
+        site: str,
+        onnx: bytes,
+        spec: bytes,
+        threshold: float,
+        precision: float,
+        scores: Mapping[str, Any],
+        now: float,
+        reason: str,
+        labels: int,
+    ) -> SiteModel:
+        self._seen(site)
+        models = self._models.setdefault(site, [])
+        version = self._last_version(site) + 1
+        for i, earlier in enumerate(models):
+            if earlier.state == SERVING:
+                models[i] = dataclasses.replace(earlier, state=RETIRED)
+        model = SiteModel(site, version, SERVING, now, threshold, precision, dict(scores))
+        models.append(model)
+        self._files[(site, version)] = (onnx, spec)
+        for old in models[:-SITE_FILES_KEEP]:  # neither serving (the new one) nor among the newest
+            self._files.pop((site, old.version), None)
+            self._audits.pop((site, old.version), None)
+        self._event(site, now, PROMOTED, version, reason, labels)
+        return model
+
+    async def reject_candidate(self, site: str, reason: str, now: float, labels: int) -> None:
+        self._seen(site)
+        self._event(site, now, REJECTED, self._last_version(site) + 1, reason, labels)
+
+    async def demote_model(self, site: str, version: int, reason: str, now: float) -> bool:
+        models = self._models.get(site, [])
+        for i, model in enumerate(models):
+            if model.version == version and model.state == SERVING:
+                models[i] = dataclasses.replace(model, state=DEMOTED)
+                self._event(site, now, DEMOTED, version, reason, 0)
+                return True
+        return False
+
+    async def serving_models(self) -> dict[str, SiteModel]:
+        return {
+            site: model
+            for site, models in self._models.items()
+            for model in models
+            if model.state == SERVING
+        }
+
+    async def site_models(self, site: str) -> list[SiteModel]:
+        return list(reversed(self._models.get(site, [])))
+
+    async def model_files(self, site: str, version: int) -> tuple[bytes, bytes] | None:
+        return self._files.get((site, version))
+
+    async def site_history(self, site: str, limit: int = 50) -> list[SiteEvent]:
+        return list(self._history.get(site, ()))[: max(0, limit)]
+
+    async def count_answer(self, site: str, local: bool, by_model: bool, saved: int) -> None:
+        counters = self._seen(site)
+        if local:
+            counters["local"] += 1
+            counters["by_model"] += by_model
+            counters["saved"] += saved
+        else:
+            counters["upstream"] += 1
+
+    async def record_audit(
+        self, site: str, version: int, agreed: bool, now: float, window: int, report: bool
+    ) -> list[bool]:
+        counters = self._seen(site)
+        if report:
+            counters["reported_wrong"] += 1
+        else:
+            counters["audits"] += 1
+            counters["audits_agreed"] += agreed
+        outcomes = self._audits.setdefault((site, version), [])
+        outcomes.append(agreed)
+        del outcomes[: max(0, len(outcomes) - max(0, window))]
+        return list(outcomes)
+
+    async def site_counters(self) -> list[SiteCounters]:
+        return [
+            SiteCounters(site, len(self._labels.get(site, {})), **self._counters[site])
+            for site in sorted(self._counters)
+        ]
+
+    async def hold_lock(self, name: str, holder: str, seconds: float, now: float) -> bool:
+        held = self._locks.get(name)
+        if held is not None and held[0] != holder and held[1] > now:
+            return False
+        self._locks[name] = (holder, now + seconds)
+        return True
+
+    async def release_lock(self, name: str, holder: str) -> None:
+        held = self._locks.get(name)
+        if held is not None and held[0] == holder:
+            del self._locks[name]
+
     # --- transitions ------------------------------------------------------------------
 
     @staticmethod
@@ -383,4 +545,5 @@ def _copy_key(key: Key) -> Key:
         key.solved,
         key.refunds,
         list(key.allow_ips),
+        key.site,
     )

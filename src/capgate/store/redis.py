@@ -39,6 +39,8 @@ from capgate.model import (
 )
 from capgate.store.base import (
     HOUR,
+    SITE_FILES_KEEP,
+    SITE_HISTORY_KEEP,
     SPENDING_KEEP_SECONDS,
     RefundLimit,
     Spending,
@@ -49,6 +51,7 @@ from capgate.store.base import (
 )
 from capgate.store.redis_pipe import SharedConnection, tls_context
 from capgate.store.redis_tracking import FetchAbandoned, TrackedTasks
+from capgate.store.sites import SERVING, SiteCounters, SiteEvent, SiteLabel, SiteModel
 
 P = "{cg}"  # The hash tag every key carries.
 # A task's fields but its image: what a read returns (only a lease hands out the image).
@@ -461,13 +464,13 @@ _CREATE_KEY = (
     _LUA_COMMON
     + """
 local name, key_hash, balance, dialect, worker = arg(1), arg(2), arg(3), arg(4), arg(5)
-local allow_ips = arg(6)
+local allow_ips, site = arg(6), arg(7)
 local by_hash = P .. ':keyhash:' .. key_hash
 if redis.call('EXISTS', by_hash) == 1 then return 0 end
 local id = redis.call('INCR', P .. ':seq:keys')
 redis.call('HSET', P .. ':key:' .. id, 'id', id, 'name', name, 'key_hash', key_hash,
   'balance', balance, 'spent', 0, 'created_at', NOW, 'dialect', dialect, 'worker', worker,
-  'allow_ips', allow_ips)
+  'allow_ips', allow_ips, 'site', site)
 redis.call('SET', by_hash, id)
 redis.call('ZADD', P .. ':keys', id, id)
 return id
@@ -485,11 +488,217 @@ return 1
 """
 )
 
+# --- sites (SiteStore) ----------------------------------------------------------------
+# Per site (the name last in each key, so no two sites' keys meet): `site:` a hash of its
+# counters, its highest version (`version`); `labels:` its labels' task ids (a sorted set)
+# and `labeldata:` their fields (i, t, c + id: image, text, created); `history:` a list,
+# newest first; `model:SITE:VERSION` a version's hash (no bytes), `files:` the bytes still
+# kept (o, s + version: ONNX, model.json); `audit:SITE:VERSION` a version's newest outcomes.
+# Across sites: `sites` (every site seen), `serving` (site: its serving version), `lock:`.
+# Site names are at most 255 characters (callers check).
+_LUA_SITES = (
+    _LUA_COMMON
+    + """
+local function exact(x) return string.format('%.17g', x) end
+local function site_key(site) return P .. ':site:' .. site end
+local function model_key(site, version) return P .. ':model:' .. site .. ':' .. version end
+local function seen(site)
+  redis.call('SADD', P .. ':sites', site)
+  return site_key(site)
+end
+local function event(site, at, kind, version, reason, labels)
+  local history = P .. ':history:' .. site
+  redis.call('LPUSH', history, cjson.encode({at, kind, tonumber(version), reason,
+    tonumber(labels)}))
+  redis.call('LTRIM', history, 0, %HISTORY% - 1)
+end
+"""
+).replace("%HISTORY%", str(SITE_HISTORY_KEEP))
+
+_ADD_SITE_LABEL = (
+    _LUA_SITES
+    + """
+local site, id, image, text, keep = arg(1), arg(2), arg(3), arg(4), tonumber(arg(5))
+seen(site)
+local ids, data = P .. ':labels:' .. site, P .. ':labeldata:' .. site
+redis.call('ZADD', ids, id, id)
+redis.call('HSET', data, 'i' .. id, image, 't' .. id, text, 'c' .. id, exact(NOW))
+local extra = redis.call('ZCARD', ids) - math.max(keep, 0)
+if extra > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', ids, 0, extra - 1)) do
+    redis.call('HDEL', data, 'i' .. old, 't' .. old, 'c' .. old)
+  end
+  redis.call('ZREMRANGEBYRANK', ids, 0, extra - 1)
+end
+return redis.call('ZCARD', ids)
+"""
+)
+
+_FORGET_SITE_LABEL = (
+    _LUA_SITES
+    + """
+local site, id = arg(1), arg(2)
+if redis.call('ZREM', P .. ':labels:' .. site, id) == 0 then return 0 end
+redis.call('HDEL', P .. ':labeldata:' .. site, 'i' .. id, 't' .. id, 'c' .. id)
+return 1
+"""
+)
+
+_PUBLISH_MODEL = (
+    _LUA_SITES
+    + """
+local site, onnx, spec, threshold, precision, scores = arg(1), arg(2), arg(3), arg(4), arg(5),
+  arg(6)
+local reason, labels = arg(7), arg(8)
+local version = redis.call('HINCRBY', seen(site), 'version', 1)
+local old = redis.call('HGET', P .. ':serving', site)
+if old then redis.call('HSET', model_key(site, old), 'state', 'retired') end
+local at = exact(NOW)
+redis.call('HSET', model_key(site, version), 'state', 'serving', 'created_at', at,
+  'threshold', threshold, 'precision', precision, 'scores', scores)
+redis.call('HSET', P .. ':serving', site, version)
+local files = P .. ':files:' .. site
+redis.call('HSET', files, 'o' .. version, onnx, 's' .. version, spec)
+-- The new version serves: every version older than the newest %FILES% goes.
+for _, field in ipairs(redis.call('HKEYS', files)) do
+  local v = tonumber(string.sub(field, 2))
+  if v <= version - %FILES% then
+    redis.call('HDEL', files, field)
+    redis.call('DEL', P .. ':audit:' .. site .. ':' .. v)
+  end
+end
+event(site, at, 'promoted', version, reason, labels)
+return {version, at}
+"""
+).replace("%FILES%", str(SITE_FILES_KEEP))
+
+_REJECT_CANDIDATE = (
+    _LUA_SITES
+    + """
+local site, reason, labels = arg(1), arg(2), arg(3)
+local version = tonumber(redis.call('HGET', seen(site), 'version') or '0') + 1
+event(site, exact(NOW), 'rejected', version, reason, labels)
+return 1
+"""
+)
+
+_DEMOTE_MODEL = (
+    _LUA_SITES
+    + """
+local site, version, reason = arg(1), arg(2), arg(3)
+if redis.call('HGET', P .. ':serving', site) ~= version then return 0 end
+redis.call('HDEL', P .. ':serving', site)
+redis.call('HSET', model_key(site, version), 'state', 'demoted')
+event(site, exact(NOW), 'demoted', version, reason, 0)
+return 1
+"""
+)
+
+# Every serving version: site, version, then its hash.
+_SERVING_MODELS = (
+    _LUA_SITES
+    + """
+local out = {}
+local serving = redis.call('HGETALL', P .. ':serving')
+for i = 1, #serving, 2 do
+  local site, version = serving[i], serving[i + 1]
+  table.insert(out, {site, version, redis.call('HGETALL', model_key(site, version))})
+end
+return out
+"""
+)
+
+# A site's versions, newest first: version, then its hash.
+_SITE_MODELS = (
+    _LUA_SITES
+    + """
+local site = arg(1)
+local out = {}
+local last = tonumber(redis.call('HGET', site_key(site), 'version') or '0')
+for version = last, 1, -1 do
+  local fields = redis.call('HGETALL', model_key(site, version))
+  if #fields > 0 then table.insert(out, {version, fields}) end
+end
+return out
+"""
+)
+
+_COUNT_ANSWER = (
+    _LUA_SITES
+    + """
+local counters, is_local, by_model, saved = seen(arg(1)), arg(2) == '1', arg(3), arg(4)
+if is_local then
+  redis.call('HINCRBY', counters, 'local', 1)
+  redis.call('HINCRBY', counters, 'by_model', by_model)
+  redis.call('HINCRBY', counters, 'saved', saved)
+else
+  redis.call('HINCRBY', counters, 'upstream', 1)
+end
+return 1
+"""
+)
+
+_RECORD_AUDIT = (
+    _LUA_SITES
+    + """
+local site, version, agreed, window, report = arg(1), arg(2), arg(3), tonumber(arg(4)), arg(5)
+local counters = seen(site)
+if report == '1' then
+  redis.call('HINCRBY', counters, 'reported_wrong', 1)
+else
+  redis.call('HINCRBY', counters, 'audits', 1)
+  redis.call('HINCRBY', counters, 'audits_agreed', agreed)
+end
+local outcomes = P .. ':audit:' .. site .. ':' .. version
+if window <= 0 then
+  redis.call('DEL', outcomes)
+  return {}
+end
+redis.call('RPUSH', outcomes, agreed)
+redis.call('LTRIM', outcomes, -window, -1)
+return redis.call('LRANGE', outcomes, 0, -1)
+"""
+)
+
+# Every site seen: its name, label count and counters' hash.
+_SITE_COUNTERS = (
+    _LUA_SITES
+    + """
+local out = {}
+for _, site in ipairs(redis.call('SMEMBERS', P .. ':sites')) do
+  table.insert(out, {site, redis.call('ZCARD', P .. ':labels:' .. site),
+    redis.call('HGETALL', site_key(site))})
+end
+return out
+"""
+)
+
+_HOLD_LOCK = (
+    _LUA_SITES
+    + """
+local lock, holder, seconds = P .. ':lock:' .. arg(1), arg(2), tonumber(arg(3))
+local f = redis.call('HMGET', lock, 'holder', 'until')
+if f[1] and f[1] ~= holder and tonumber(f[2]) > NOW then return 0 end
+redis.call('HSET', lock, 'holder', holder, 'until', exact(NOW + seconds))
+return 1
+"""
+)
+
+_RELEASE_LOCK = (
+    _LUA_SITES
+    + """
+local lock, holder = P .. ':lock:' .. arg(1), arg(2)
+if redis.call('HGET', lock, 'holder') == holder then redis.call('DEL', lock) end
+return 1
+"""
+)
+
 _BYTE_FIELDS = tuple(name.encode() for name in _FIELDS)
 _ledger_line = msgspec.json.Decoder(tuple[str, str, str])
 _encoder = msgspec.json.Encoder()
 _solution = msgspec.json.Decoder(Solution)
 _params = msgspec.json.Decoder(dict[str, Any])
+_event = msgspec.json.Decoder(tuple[str, str, int, str, int])
 
 
 class RedisStore(Store):
@@ -528,6 +737,18 @@ class RedisStore(Store):
             ("create_key", _CREATE_KEY),
             ("index_queues", _INDEX_QUEUES),
             ("hold_maintenance", _HOLD_MAINTENANCE),
+            ("add_site_label", _ADD_SITE_LABEL),
+            ("forget_site_label", _FORGET_SITE_LABEL),
+            ("publish_model", _PUBLISH_MODEL),
+            ("reject_candidate", _REJECT_CANDIDATE),
+            ("demote_model", _DEMOTE_MODEL),
+            ("serving_models", _SERVING_MODELS),
+            ("site_models", _SITE_MODELS),
+            ("count_answer", _COUNT_ANSWER),
+            ("record_audit", _RECORD_AUDIT),
+            ("site_counters", _SITE_COUNTERS),
+            ("hold_lock", _HOLD_LOCK),
+            ("release_lock", _RELEASE_LOCK),
         ):
             self._scripts[name] = self._redis.register_script(source)
         # Pipelined calls use EVALSHA directly: the scripts must be loaded already.
@@ -579,6 +800,7 @@ class RedisStore(Store):
         dialect: str | None = None,
         worker: bool = False,
         allow_ips: Sequence[str] = (),
+        site: str | None = None,
     ) -> Key:
         key_id = await self._run(
             "create_key",
@@ -589,6 +811,7 @@ class RedisStore(Store):
             dialect or "",
             int(worker),
             ",".join(allow_ips),
+            site or "",
         )
         if not key_id:
             raise ValueError("a key with this secret exists already")
@@ -863,6 +1086,147 @@ class RedisStore(Store):
             for (hour, type_, ip, soft_id), (volume, money) in sorted(lines.items())
         ]
 
+    # --- sites (SiteStore) ------------------------------------------------------------
+
+    async def add_site_label(
+        self, site: str, task_id: int, image: bytes, text: str, now: float, keep: int
+    ) -> int:
+        assert len(site) <= 255, "a site name is at most 255 characters"
+        return int(await self._run("add_site_label", now, site, task_id, image, text, keep))
+
+    async def forget_site_label(self, site: str, task_id: int) -> bool:
+        return bool(await self._run("forget_site_label", None, site, task_id))
+
+    async def site_labels(self, site: str) -> list[SiteLabel]:
+        # One read of the fields hash: a label's fields are written together.
+        data = cast(dict[bytes, bytes], await self.redis.hgetall(f"{P}:labeldata:{site}"))
+        ids = sorted(int(field[1:]) for field in data if field[:1] == b"i")
+        return [
+            SiteLabel(
+                i,
+                data[b"i%d" % i],
+                data[b"t%d" % i].decode(),
+                float(data[b"c%d" % i]),
+            )
+            for i in ids
+        ]
+
+    async def publish_model(
+        self,
+        site: str,
+        onnx: bytes,
+        spec: bytes,
+        threshold: float,
+        precision: float,
+        scores: Mapping[str, Any],
+        now: float,
+        reason: str,
+        labels: int,
+    ) -> SiteModel:
+        assert len(site) <= 255, "a site name is at most 255 characters"
+        version, at = await self._run(
+            "publish_model",
+            now,
+            site,
+            onnx,
+            spec,
+            repr(threshold),
+            repr(precision),
+            _encoder.encode(scores),
+            reason,
+            labels,
+        )
+        return SiteModel(site, int(version), SERVING, float(at), threshold, precision, dict(scores))
+
+    async def reject_candidate(self, site: str, reason: str, now: float, labels: int) -> None:
+        assert len(site) <= 255, "a site name is at most 255 characters"
+        await self._run("reject_candidate", now, site, reason, labels)
+
+    async def demote_model(self, site: str, version: int, reason: str, now: float) -> bool:
+        return bool(await self._run("demote_model", now, site, version, reason))
+
+    async def serving_models(self) -> dict[str, SiteModel]:
+        rows = await self._run("serving_models", None)
+        models = (
+            _site_model(site.decode(), int(version), fields) for site, version, fields in rows
+        )
+        return {model.site: model for model in models}
+
+    async def site_models(self, site: str) -> list[SiteModel]:
+        rows = await self._run("site_models", None, site)
+        return [_site_model(site, int(version), fields) for version, fields in rows]
+
+    async def model_files(self, site: str, version: int) -> tuple[bytes, bytes] | None:
+        found = await self.redis.hmget(f"{P}:files:{site}", f"o{version}", f"s{version}")
+        onnx, spec = cast(list[bytes | None], found)
+        return None if onnx is None or spec is None else (onnx, spec)
+
+    async def site_history(self, site: str, limit: int = 50) -> list[SiteEvent]:
+        if limit <= 0:
+            return []
+        lines = cast(list[bytes], await self.redis.lrange(f"{P}:history:{site}", 0, limit - 1))
+        return [
+            SiteEvent(site, float(at), kind, version, reason, labels)
+            for at, kind, version, reason, labels in map(_event.decode, lines)
+        ]
+
+    async def count_answer(self, site: str, local: bool, by_model: bool, saved: int) -> None:
+        assert len(site) <= 255, "a site name is at most 255 characters"
+        await self._run("count_answer", None, site, int(local), int(by_model), saved)
+
+    async def record_audit(
+        self, site: str, version: int, agreed: bool, now: float, window: int, report: bool
+    ) -> list[bool]:
+        assert len(site) <= 255, "a site name is at most 255 characters"
+        outcomes = await self._run(
+            "record_audit", None, site, version, int(agreed), window, int(report)
+        )
+        return [outcome == b"1" for outcome in outcomes]
+
+    async def site_counters(self) -> list[SiteCounters]:
+        rows = await self._run("site_counters", None)
+        counters = []
+        for site, labels, flat in rows:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+
+            def count(name: bytes, fields: dict[bytes, bytes] = fields) -> int:
+                return int(fields.get(name, 0))
+
+            counters.append(
+                SiteCounters(
+                    site.decode(),
+                    int(labels),
+                    count(b"local"),
+                    count(b"upstream"),
+                    count(b"by_model"),
+                    count(b"saved"),
+                    count(b"audits"),
+                    count(b"audits_agreed"),
+                    count(b"reported_wrong"),
+                )
+            )
+        return sorted(counters, key=lambda c: c.site)
+
+    async def hold_lock(self, name: str, holder: str, seconds: float, now: float) -> bool:
+        return bool(await self._run("hold_lock", now, name, holder, repr(seconds)))
+
+    async def release_lock(self, name: str, holder: str) -> None:
+        await self._run("release_lock", None, name, holder)
+
+
+def _site_model(site: str, version: int, flat: list[bytes]) -> SiteModel:
+    """A version from its hash's fields (HGETALL's flat list)."""
+    f = dict(zip(flat[::2], flat[1::2], strict=True))
+    return SiteModel(
+        site,
+        version,
+        f[b"state"].decode(),
+        float(f[b"created_at"]),
+        float(f[b"threshold"]),
+        float(f[b"precision"]),
+        _params.decode(f[b"scores"]),
+    )
+
 
 def _connection_class(base: type[Any]) -> type[Any]:
     """The pool's connection class (TCP or Unix socket) with two changes.
@@ -911,6 +1275,7 @@ def _key(fields: dict[bytes, bytes]) -> Key:
         solved=int(text.get("solved", 0)),
         refunds=int(text.get("refunds", 0)),
         allow_ips=text["allow_ips"].split(",") if text.get("allow_ips") else [],
+        site=text.get("site") or None,
     )
 
 

@@ -36,6 +36,8 @@ from capgate.model import (
     TaskType,
 )
 from capgate.store.base import (
+    SITE_FILES_KEEP,
+    SITE_HISTORY_KEEP,
     SPENDING_KEEP_SECONDS,
     RefundLimit,
     Spending,
@@ -48,6 +50,16 @@ from capgate.store.base import (
     soft_id_of,
     timed_out,
     too_many_in_flight,
+)
+from capgate.store.sites import (
+    DEMOTED,
+    PROMOTED,
+    REJECTED,
+    SERVING,
+    SiteCounters,
+    SiteEvent,
+    SiteLabel,
+    SiteModel,
 )
 
 _SCHEMA = """
@@ -62,7 +74,8 @@ CREATE TABLE IF NOT EXISTS keys (
     worker INTEGER NOT NULL DEFAULT 0,
     solved INTEGER NOT NULL DEFAULT 0,
     refunds INTEGER NOT NULL DEFAULT 0,
-    allow_ips TEXT NOT NULL DEFAULT ''
+    allow_ips TEXT NOT NULL DEFAULT '',
+    site TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -110,6 +123,67 @@ CREATE TABLE IF NOT EXISTS spending (
     money INTEGER NOT NULL,
     PRIMARY KEY (key_id, hour, type, ip, soft_id)
 ) WITHOUT ROWID;
+-- Learning each site (SiteStore): labels, the model registry (its bytes apart, so that
+-- reading the registry never touches them), history, counters, audits, locks.
+CREATE TABLE IF NOT EXISTS site_labels (
+    site TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    image BLOB NOT NULL,
+    text TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (site, task_id)
+);
+CREATE TABLE IF NOT EXISTS site_models (
+    site TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    threshold REAL NOT NULL,
+    precision REAL NOT NULL,
+    scores BLOB NOT NULL,
+    PRIMARY KEY (site, version)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS site_models_serving ON site_models (site)
+    WHERE state = 'serving';
+CREATE TABLE IF NOT EXISTS site_model_files (
+    site TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    onnx BLOB NOT NULL,
+    spec BLOB NOT NULL,
+    PRIMARY KEY (site, version)
+);
+CREATE TABLE IF NOT EXISTS site_history (
+    id INTEGER PRIMARY KEY,
+    site TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    labels INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS site_history_by_site ON site_history (site, id);
+CREATE TABLE IF NOT EXISTS site_counters (
+    site TEXT PRIMARY KEY,
+    local INTEGER NOT NULL DEFAULT 0,
+    upstream INTEGER NOT NULL DEFAULT 0,
+    by_model INTEGER NOT NULL DEFAULT 0,
+    saved INTEGER NOT NULL DEFAULT 0,
+    audits INTEGER NOT NULL DEFAULT 0,
+    audits_agreed INTEGER NOT NULL DEFAULT 0,
+    reported_wrong INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS site_audits (
+    id INTEGER PRIMARY KEY,
+    site TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    agreed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS site_audits_by_version ON site_audits (site, version, id);
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 _TASK_COLUMNS = (
@@ -119,7 +193,8 @@ _TASK_COLUMNS = (
     " lease_token, lease_expires_at, verdict"
 )
 _KEY_COLUMNS = (
-    "id, name, key_hash, balance, spent, created_at, dialect, worker, solved, refunds, allow_ips"
+    "id, name, key_hash, balance, spent, created_at, dialect, worker, solved, refunds, allow_ips,"
+    " site"
 )
 # Columns added to a table after its first release: (table, column, definition). A
 # database made before them gets them on open.
@@ -127,6 +202,7 @@ _ADDED_COLUMNS = (
     ("keys", "solved", "INTEGER NOT NULL DEFAULT 0"),
     ("keys", "refunds", "INTEGER NOT NULL DEFAULT 0"),
     ("keys", "allow_ips", "TEXT NOT NULL DEFAULT ''"),
+    ("keys", "site", "TEXT"),
 )
 
 
@@ -134,8 +210,8 @@ class _Q:
     """Every SQL statement the store runs, by name."""
 
     insert_key = (
-        "INSERT INTO keys (name, key_hash, balance, created_at, dialect, worker, allow_ips)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO keys (name, key_hash, balance, created_at, dialect, worker, allow_ips, site)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     )
     key_by_hash = f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_hash = ?"
     key_by_id = f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = ?"
@@ -228,6 +304,82 @@ class _Q:
         " WHERE key_id = ? AND hour >= ? AND hour < ? ORDER BY hour, type, ip, soft_id"
     )
     forget_spending = "DELETE FROM spending WHERE hour < ?"
+    # Sites (SiteStore).
+    seen_site = "INSERT INTO site_counters (site) VALUES (?) ON CONFLICT (site) DO NOTHING"
+    put_label = (
+        "INSERT INTO site_labels (site, task_id, image, text, created_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (site, task_id) DO UPDATE SET image = excluded.image,"
+        " text = excluded.text, created_at = excluded.created_at"
+    )
+    trim_labels = (
+        "DELETE FROM site_labels WHERE site = ?1 AND task_id IN (SELECT task_id FROM site_labels"
+        " WHERE site = ?1 ORDER BY task_id DESC LIMIT -1 OFFSET ?2)"
+    )
+    count_labels = "SELECT count(*) FROM site_labels WHERE site = ?"
+    forget_label = "DELETE FROM site_labels WHERE site = ? AND task_id = ?"
+    labels = (
+        "SELECT task_id, image, text, created_at FROM site_labels WHERE site = ? ORDER BY task_id"
+    )
+    last_version = "SELECT coalesce(max(version), 0) FROM site_models WHERE site = ?"
+    retire = "UPDATE site_models SET state = 'retired' WHERE site = ? AND state = 'serving'"
+    insert_model = (
+        "INSERT INTO site_models (site, version, state, created_at, threshold, precision, scores)"
+        " VALUES (?, ?, 'serving', ?, ?, ?, ?)"
+    )
+    insert_files = "INSERT INTO site_model_files (site, version, onnx, spec) VALUES (?, ?, ?, ?)"
+    drop_files = "DELETE FROM site_model_files WHERE site = ? AND version <= ?"
+    drop_audits = "DELETE FROM site_audits WHERE site = ? AND version <= ?"
+    demote = (
+        "UPDATE site_models SET state = 'demoted'"
+        " WHERE site = ? AND version = ? AND state = 'serving'"
+    )
+    _model_columns = "site, version, state, created_at, threshold, precision, scores"
+    serving = f"SELECT {_model_columns} FROM site_models WHERE state = 'serving' ORDER BY site"
+    models = f"SELECT {_model_columns} FROM site_models WHERE site = ? ORDER BY version DESC"
+    files = "SELECT onnx, spec FROM site_model_files WHERE site = ? AND version = ?"
+    event = (
+        "INSERT INTO site_history (site, at, kind, version, reason, labels)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    trim_history = (
+        "DELETE FROM site_history WHERE site = ?1 AND id <= (SELECT id FROM site_history"
+        " WHERE site = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+    )
+    history = (
+        "SELECT site, at, kind, version, reason, labels FROM site_history WHERE site = ?"
+        " ORDER BY id DESC LIMIT ?"
+    )
+    # One statement each: the site's first count inserts its row.
+    count_answer = (
+        "INSERT INTO site_counters (site, local, upstream, by_model, saved) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (site) DO UPDATE SET local = local + excluded.local,"
+        " upstream = upstream + excluded.upstream, by_model = by_model + excluded.by_model,"
+        " saved = saved + excluded.saved"
+    )
+    count_audit = (
+        "INSERT INTO site_counters (site, audits, audits_agreed, reported_wrong)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (site) DO UPDATE SET audits = audits + excluded.audits,"
+        " audits_agreed = audits_agreed + excluded.audits_agreed,"
+        " reported_wrong = reported_wrong + excluded.reported_wrong"
+    )
+    audit = "INSERT INTO site_audits (site, version, agreed) VALUES (?, ?, ?)"
+    trim_audits = (
+        "DELETE FROM site_audits WHERE site = ?1 AND version = ?2 AND id <= (SELECT id"
+        " FROM site_audits WHERE site = ?1 AND version = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)"
+    )
+    audits = "SELECT agreed FROM site_audits WHERE site = ? AND version = ? ORDER BY id"
+    counters = (
+        "SELECT c.site, (SELECT count(*) FROM site_labels l WHERE l.site = c.site), c.local,"
+        " c.upstream, c.by_model, c.saved, c.audits, c.audits_agreed, c.reported_wrong"
+        " FROM site_counters c ORDER BY c.site"
+    )
+    # Taken when free, run out, or already this holder's (a renewal).
+    hold_lock = (
+        "INSERT INTO locks (name, holder, until) VALUES (?1, ?2, ?3 + ?4)"
+        " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until"
+        " WHERE locks.holder = excluded.holder OR locks.until <= ?3"
+    )
+    release_lock = "DELETE FROM locks WHERE name = ? AND holder = ?"
 
 
 class _NewTask(NamedTuple):
@@ -334,18 +486,28 @@ class SqliteStore(Store):
         dialect: str | None = None,
         worker: bool = False,
         allow_ips: Sequence[str] = (),
+        site: str | None = None,
     ) -> Key:
         try:
             cursor = self.db.execute(
                 _Q.insert_key,
-                (name, key_hash, balance, now, dialect, int(worker), ",".join(allow_ips)),
+                (name, key_hash, balance, now, dialect, int(worker), ",".join(allow_ips), site),
             )
         except sqlite3.IntegrityError as exc:
             raise ValueError("a key with this secret exists already") from exc
         key_id = cursor.lastrowid
         assert key_id is not None
         return Key(
-            key_id, name, key_hash, balance, 0, now, dialect, worker, allow_ips=list(allow_ips)
+            key_id,
+            name,
+            key_hash,
+            balance,
+            0,
+            now,
+            dialect,
+            worker,
+            allow_ips=list(allow_ips),
+            site=site,
         )
 
     async def key_by_hash(self, key_hash: bytes) -> Key | None:
@@ -716,6 +878,116 @@ class SqliteStore(Store):
             for hour, type_, ip, soft_id, volume, money in rows
         ]
 
+    # --- sites (SiteStore) ------------------------------------------------------------
+
+    def _seen(self, site: str) -> None:
+        assert len(site) <= 255, "a site name is at most 255 characters"
+        self.db.execute(_Q.seen_site, (site,))
+
+    def _event(
+        self, site: str, at: float, kind: str, version: int, reason: str, labels: int
+    ) -> None:
+        self.db.execute(_Q.event, (site, at, kind, version, reason, labels))
+        self.db.execute(_Q.trim_history, (site, SITE_HISTORY_KEEP))
+
+    async def add_site_label(
+        self, site: str, task_id: int, image: bytes, text: str, now: float, keep: int
+    ) -> int:
+        db = self.db
+        with _transaction(db):
+            self._seen(site)
+            db.execute(_Q.put_label, (site, task_id, image, text, now))
+            db.execute(_Q.trim_labels, (site, max(0, keep)))
+            (count,) = db.execute(_Q.count_labels, (site,)).fetchone()
+        return int(count)
+
+    async def forget_site_label(self, site: str, task_id: int) -> bool:
+        return self.db.execute(_Q.forget_label, (site, task_id)).rowcount == 1
+
+    async def site_labels(self, site: str) -> list[SiteLabel]:
+        return [SiteLabel(*row) for row in self.db.execute(_Q.labels, (site,))]
+
+    async def publish_model(
+        self,
+        site: str,
+        onnx: bytes,
+        spec: bytes,
+        threshold: float,
+        precision: float,
+        scores: Mapping[str, Any],
+        now: float,
+        reason: str,
+        labels: int,
+    ) -> SiteModel:
+        db = self.db
+        with _transaction(db):
+            self._seen(site)
+            version = int(db.execute(_Q.last_version, (site,)).fetchone()[0]) + 1
+            db.execute(_Q.retire, (site,))
+            db.execute(_Q.insert_model, (site, version, now, threshold, precision, _encode(scores)))
+            db.execute(_Q.insert_files, (site, version, onnx, spec))
+            # The new version serves: every version older than the newest SITE_FILES_KEEP goes.
+            db.execute(_Q.drop_files, (site, version - SITE_FILES_KEEP))
+            db.execute(_Q.drop_audits, (site, version - SITE_FILES_KEEP))
+            self._event(site, now, PROMOTED, version, reason, labels)
+        return SiteModel(site, version, SERVING, now, threshold, precision, dict(scores))
+
+    async def reject_candidate(self, site: str, reason: str, now: float, labels: int) -> None:
+        db = self.db
+        with _transaction(db):
+            self._seen(site)
+            version = int(db.execute(_Q.last_version, (site,)).fetchone()[0]) + 1
+            self._event(site, now, REJECTED, version, reason, labels)
+
+    async def demote_model(self, site: str, version: int, reason: str, now: float) -> bool:
+        db = self.db
+        with _transaction(db):
+            if db.execute(_Q.demote, (site, version)).rowcount != 1:
+                return False
+            self._event(site, now, DEMOTED, version, reason, 0)
+        return True
+
+    async def serving_models(self) -> dict[str, SiteModel]:
+        return {row[0]: _site_model(row) for row in self.db.execute(_Q.serving)}
+
+    async def site_models(self, site: str) -> list[SiteModel]:
+        return [_site_model(row) for row in self.db.execute(_Q.models, (site,))]
+
+    async def model_files(self, site: str, version: int) -> tuple[bytes, bytes] | None:
+        row = self.db.execute(_Q.files, (site, version)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    async def site_history(self, site: str, limit: int = 50) -> list[SiteEvent]:
+        rows = self.db.execute(_Q.history, (site, max(0, limit)))
+        return [SiteEvent(*row) for row in rows]
+
+    async def count_answer(self, site: str, local: bool, by_model: bool, saved: int) -> None:
+        assert len(site) <= 255, "a site name is at most 255 characters"
+        counts = (1, 0, int(by_model), saved) if local else (0, 1, 0, 0)
+        self.db.execute(_Q.count_answer, (site, *counts))
+
+    async def record_audit(
+        self, site: str, version: int, agreed: bool, now: float, window: int, report: bool
+    ) -> list[bool]:
+        db = self.db
+        with _transaction(db):
+            assert len(site) <= 255, "a site name is at most 255 characters"
+            counts = (0, 0, 1) if report else (1, int(agreed), 0)
+            db.execute(_Q.count_audit, (site, *counts))
+            db.execute(_Q.audit, (site, version, int(agreed)))
+            db.execute(_Q.trim_audits, (site, version, max(0, window)))
+            rows = db.execute(_Q.audits, (site, version)).fetchall()
+        return [bool(agreed) for (agreed,) in rows]
+
+    async def site_counters(self) -> list[SiteCounters]:
+        return [SiteCounters(*row) for row in self.db.execute(_Q.counters)]
+
+    async def hold_lock(self, name: str, holder: str, seconds: float, now: float) -> bool:
+        return self.db.execute(_Q.hold_lock, (name, holder, now, seconds)).rowcount == 1
+
+    async def release_lock(self, name: str, holder: str) -> None:
+        self.db.execute(_Q.release_lock, (name, holder))
+
     def _fail(
         self,
         task_id: int,
@@ -754,11 +1026,18 @@ def _encode(value: Any) -> bytes:
 
 def _key(row: tuple[Any, ...]) -> Key:
     (key_id, name, key_hash, balance, spent, created_at, dialect, worker, solved, refunds,
-     allow_ips) = row  # fmt: skip
+     allow_ips, site) = row  # fmt: skip
     return Key(
         key_id, name, key_hash, balance, spent, created_at, dialect, bool(worker), solved,
-        refunds, allow_ips.split(",") if allow_ips else [],
+        refunds, allow_ips.split(",") if allow_ips else [], site,
     )  # fmt: skip
+
+
+def _site_model(row: tuple[Any, ...]) -> SiteModel:
+    site, version, state, created_at, threshold, precision, scores = row
+    return SiteModel(
+        site, version, state, created_at, threshold, precision, _params_decoder.decode(scores)
+    )
 
 
 def _task(row: tuple[Any, ...]) -> Task:
