@@ -1,0 +1,1 @@
+"""Learning each site's captcha from paid upstream answers (docs/learning.md)."""

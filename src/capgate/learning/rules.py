@@ -1,0 +1,107 @@
+"""The rules of learning a site's captcha (docs/learning.md), as plain arithmetic: the
+confidence threshold a candidate model gets, whether it is promoted, when a promoted
+model is demoted, and when a site is due for training. No torch, no store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A raw score at or above which a model's answers stand for a site, and how they
+    did on the held-out images: `kept` of the `held_out` scored at or above it, `right`
+    of those were right (`precision` = right / kept, `coverage` = kept / held_out)."""
+
+    score: float
+    precision: float
+    coverage: float
+    kept: int
+    right: int
+    held_out: int
+
+
+def choose_threshold(
+    scored: Sequence[tuple[float, bool]], target: float = 0.97
+) -> Threshold | None:
+    """The lowest score, among those in `scored` (one (raw score, answer right) pair per
+    held-out image), whose answers at or above it are right at least `target` of the
+    time by a cautious count: right / (kept + 1), as if one more answer kept had been
+    wrong (at 97%, a threshold must keep at least 33 answers). None if no score does.
+
+    The lowest such score keeps the most answers: the rest go upstream."""
+    usable = sorted((s for s in scored if not math.isnan(s[0])), key=lambda s: -s[0])
+    best: Threshold | None = None
+    kept = right = 0
+    for i, (score, ok) in enumerate(usable):
+        kept += 1
+        right += ok
+        if i + 1 < len(usable) and usable[i + 1][0] == score:
+            continue  # a threshold keeps every answer of its score: count the ties first
+        if right / (kept + 1) >= target:
+            best = Threshold(score, right / kept, kept / len(scored), kept, right, len(scored))
+    return best
+
+
+def promotion(
+    candidate_right: int, current_right: int, held_out: int, threshold: Threshold | None
+) -> tuple[bool, str]:
+    """Whether a candidate is promoted: it must have a threshold (`choose_threshold`) and
+    read strictly more of the `held_out` images right than the site's current engine.
+    The reason, with its figures, in one line (for the site's history)."""
+    figures = (
+        f"the candidate read {candidate_right}/{held_out} held-out labels right,"
+        f" the current engine {current_right}/{held_out}"
+    )
+    if threshold is None:
+        return (
+            False,
+            f"rejected: no score threshold keeps its answers right often enough ({figures})",
+        )
+    if candidate_right <= current_right:
+        return False, f"rejected: not better than the current engine ({figures})"
+    return True, (
+        f"promoted: {figures}; answers scored {threshold.score:.4f} or more stand:"
+        f" {threshold.right}/{threshold.kept} right ({threshold.precision:.1%}),"
+        f" {threshold.coverage:.0%} of the held-out labels"
+    )
+
+
+def wilson_upper(right: int, total: int, z: float = 1.96) -> float:
+    """The upper bound of the Wilson score interval of a proportion right / total
+    (1.0 for no observations)."""
+    if total <= 0:
+        return 1.0
+    p = right / total
+    z2 = z * z
+    centre = p + z2 / (2 * total)
+    spread = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
+    return min(1.0, (centre + spread) / (1 + z2 / total))
+
+
+def should_demote(
+    outcomes: Sequence[bool], bar: float = 0.97, min_checks: int = 5, z: float = 1.96
+) -> bool:
+    """Whether a promoted model's checks (True: its answer was right) show it under the
+    bar: at least `min_checks` of them, and even the upper bound of the Wilson interval of
+    its accuracy is below `bar`. 0 right of 5 demotes at once; 39 of 40 does not."""
+    if len(outcomes) < max(min_checks, 1):
+        return False
+    return wilson_upper(sum(outcomes), len(outcomes), z) < bar
+
+
+def training_due(
+    labels: int, min_labels: int, last_trained_on: int | None, growth: float = 1.5
+) -> bool:
+    """Whether a site with `labels` labels is due for a training job: at `min_labels`,
+    and again once they reach `growth` times what the last candidate (promoted or not)
+    was trained on."""
+    if labels < min_labels:
+        return False
+    if last_trained_on is None:
+        return True
+    # A hair of tolerance, so that 1.1 x 500 asks for 550 labels, not 551.
+    return labels >= growth * last_trained_on - 1e-9
