@@ -250,13 +250,15 @@ async def test_counters_and_audits(store: Store) -> None:
     assert await store.record_audit(SITE, 1, True, T0, 3, report=False) == [True]
     assert await store.record_audit(SITE, 1, False, T0, 3, report=False) == [True, False]
     assert await store.record_audit(SITE, 1, True, T0, 3, report=False) == [True, False, True]
-    # A client's report of a wrong answer: an outcome too; the window keeps the newest.
-    assert await store.record_audit(SITE, 1, False, T0, 3, report=True) == [False, True, False]
+    # A client's report of a wrong answer is counted, but is no outcome: a claim, which
+    # the node checks with audits.
+    assert await store.record_audit(SITE, 1, False, T0, 3, report=True) == [True, False, True]
+    assert await store.record_audit(SITE, 1, False, T0, 2, report=False) == [True, False]
     assert await store.record_audit(SITE, 2, True, T0, 3, report=False) == [True]  # its own
     assert await store.site_counters() == [
         SiteCounters("a.example", 0, 0, 1, 0, 0, 0, 0, 0),
         SiteCounters("b.example", 1, 0, 0, 0, 0, 0, 0, 0),
-        SiteCounters(SITE, 1, 2, 1, 1, 1700, 4, 3, 1),
+        SiteCounters(SITE, 1, 2, 1, 1, 1700, 5, 3, 1),
     ]
 
 

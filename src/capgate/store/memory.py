@@ -480,7 +480,8 @@ class MemoryStore(Store):
             counters["audits"] += 1
             counters["audits_agreed"] += agreed
         outcomes = self._audits.setdefault((site, version), [])
-        outcomes.append(agreed)
+        if not report:
+            outcomes.append(agreed)
         del outcomes[: max(0, len(outcomes) - max(0, window))]
         return list(outcomes)
 

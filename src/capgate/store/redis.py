@@ -654,7 +654,9 @@ if window <= 0 then
   redis.call('DEL', outcomes)
   return {}
 end
-redis.call('RPUSH', outcomes, agreed)
+if report ~= '1' then
+  redis.call('RPUSH', outcomes, agreed)
+end
 redis.call('LTRIM', outcomes, -window, -1)
 return redis.call('LRANGE', outcomes, 0, -1)
 """

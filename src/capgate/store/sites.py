@@ -169,9 +169,10 @@ class SiteStore(abc.ABC):
     ) -> list[bool]:
         """Record one check of the model `version` of `site`: an audit (`report` False:
         the upstream read the image too, and `agreed` or not; counts in `audits` and
-        `audits_agreed`) or a client's report of a wrong answer (`report` True, `agreed`
-        False; counts in `reported_wrong`). Returns the version's newest `window`
-        outcomes after it, oldest first."""
+        `audits_agreed`, and is an outcome in the version's window) or a client's report
+        of a wrong answer (`report` True: counts in `reported_wrong` only, since a report
+        is a client's claim, which the node answers with more audits). Returns the
+        version's newest `window` outcomes after it, oldest first."""
 
     @abc.abstractmethod
     async def site_counters(self) -> list[SiteCounters]:

@@ -974,7 +974,8 @@ class SqliteStore(Store):
             assert len(site) <= 255, "a site name is at most 255 characters"
             counts = (0, 0, 1) if report else (1, int(agreed), 0)
             db.execute(_Q.count_audit, (site, *counts))
-            db.execute(_Q.audit, (site, version, int(agreed)))
+            if not report:
+                db.execute(_Q.audit, (site, version, int(agreed)))
             db.execute(_Q.trim_audits, (site, version, max(0, window)))
             rows = db.execute(_Q.audits, (site, version)).fetchall()
         return [bool(agreed) for (agreed,) in rows]
