@@ -240,3 +240,32 @@ class RewritingSession(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         target = url.decode() if isinstance(url, bytes) else url
         return super().request(method, target.replace(self.host, self.base), *args, **kwargs)
+
+
+def realworld_set(name: str) -> Path:
+    """The labelled real captchas of ../shared/data/realworld/NAME (labels.csv, images/).
+
+    Skips where the checkout has no ../shared beside it, but fails under CI=true.
+    """
+    folder = SHARED / "data" / "realworld" / name
+    if not (folder / "labels.csv").is_file():
+        reason = f"the real captcha set {name} is not here: no {folder} beside this checkout"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return folder
+
+
+def labelled_images(folder: Path) -> list[tuple[bytes, str]]:
+    """(image bytes, label) of a labelled folder, in labels.csv's order."""
+    import csv
+
+    with (folder / "labels.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    found = []
+    for row in rows:
+        path = folder / "images" / row["file"]
+        found.append(
+            ((path if path.is_file() else folder / row["file"]).read_bytes(), row["label"])
+        )
+    return found

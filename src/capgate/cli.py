@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 from capgate import __version__
 from capgate.cli_admin import AdminError, add_commands
+from capgate.cli_sites import add_command as add_sites_command
 from capgate.clock import OffsetClock, SystemClock
 from capgate.config import Settings, load_settings
 from capgate.datafolder import secure_data_folder
@@ -88,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="CIDR",
         help="a network the key may be used from (repeatable; default: anywhere)",
+    )
+    create.add_argument(
+        "--site",
+        help="the site of this key's image tasks that name none (no websiteURL or module):"
+        " what learning learns them as (docs/learning.md)",
     )
     create.set_defaults(run=_keys_create)
     listing = key_commands.add_parser("list", help="list keys, balances and spend")
@@ -216,7 +223,23 @@ def _parser() -> argparse.ArgumentParser:
         help="also install the model for the server with this data directory",
     )
     train.set_defaults(run=_ocr_train)
+    install = ocr_commands.add_parser(
+        "install",
+        help="serve a model on every node that shares this store, without a restart",
+        description="Put a model in the store's model registry as the generalist model:"
+        " every server node that shares the store reads image captchas with it within"
+        " model_poll_seconds, without a restart (docs/learning.md). --shipped goes back to"
+        " the model each node is configured with (ocr_model, or the shipped one).",
+    )
+    with_settings(install)
+    chosen = install.add_mutually_exclusive_group(required=True)
+    chosen.add_argument(
+        "model", type=Path, nargs="?", help="the model: its folder or its .onnx (.json beside it)"
+    )
+    chosen.add_argument("--shipped", action="store_true", help="stop serving the installed model")
+    install.set_defaults(run=_ocr_install)
     add_commands(commands, with_settings)
+    add_sites_command(commands, with_settings)
     return parser
 
 
@@ -359,6 +382,16 @@ def _keys_create(args: argparse.Namespace) -> int:
             networks.append(str(ipaddress.ip_network(given.strip(), strict=False)))
         except ValueError:
             raise CliError(f"--allow-ip {given!r} is not an address or a network (CIDR)") from None
+    site = None
+    if args.site is not None:
+        from capgate.learning.sites import site_name
+
+        site = site_name(args.site)
+        if site is None:
+            raise CliError(
+                f"--site {args.site!r} is no site name: a host name or a model name"
+                " (letters, digits, '.', '-', '_')"
+            )
     secure_data_folder(settings.data, settings.store)
 
     async def create() -> str:
@@ -373,6 +406,7 @@ def _keys_create(args: argparse.Namespace) -> int:
                 args.dialect,
                 args.worker,
                 networks,
+                site=site,
             )
             return secret
         finally:
@@ -540,11 +574,104 @@ def _ocr_train(args: argparse.Namespace) -> int:
         target.mkdir(parents=True, exist_ok=True)
         for name in MODEL_FILES:
             shutil.copyfile(out / name, target / name)
+        version = _publish_installed(args.install, ModelFiles.read(target / "model.onnx"))
+        served = (
+            f"the servers of its store serve it as version {version} within seconds, no restart"
+            if version is not None
+            else "a server started with it reads with it"
+        )
         print(
             f"installed for the server with data directory {args.install}"
-            f"{', replacing the model there' if replaced else ''} (restart it);"
+            f"{', replacing the model there' if replaced else ''} ({served});"
             f" read with it: capgate solve --data {args.install} IMAGES..."
         )
+    return 0
+
+
+def _publish_installed(data: Path, model: ModelFiles) -> int | None:
+    """Publish a model installed in `data` to the SQLite store there, if it has one (a
+    server with another store: `capgate ocr install`). Its registry version, or None."""
+    if not (data / "capgate.db").is_file():
+        return None
+
+    async def publish() -> int:
+        store = store_from_url("sqlite", data)
+        await store.open()
+        try:
+            return await _publish_default(store, model)
+        finally:
+            await store.close()
+
+    return asyncio.run(publish())
+
+
+async def _publish_default(store: Store, model: ModelFiles) -> int:
+    from capgate.store.sites import DEFAULT_SITE
+
+    published = await store.publish_model(
+        DEFAULT_SITE,
+        model.onnx,
+        model.spec,
+        threshold=0.0,
+        precision=0.0,
+        scores={"source": model.source},
+        now=time.time(),
+        reason=f"installed from {model.source}",
+        labels=0,
+    )
+    return published.version
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """A model's files, read before an async step needs them."""
+
+    onnx: bytes
+    spec: bytes
+    source: str
+
+    @classmethod
+    def read(cls, onnx: Path) -> ModelFiles:
+        return cls(onnx.read_bytes(), onnx.with_suffix(".json").read_bytes(), str(onnx.resolve()))
+
+
+def _ocr_install(args: argparse.Namespace) -> int:
+    from capgate.ocr.model_files import ModelFileError, resolve_model
+    from capgate.store.sites import DEFAULT_SITE
+
+    settings = _settings(args)
+    model = None
+    if not args.shipped:
+        try:
+            model = ModelFiles.read(resolve_model(args.model))
+        except ModelFileError as exc:
+            raise CliError(str(exc)) from None
+
+    async def run() -> str:
+        store = await _with_store(settings)
+        try:
+            if model is not None:
+                version = await _publish_default(store, model)
+                return (
+                    f"model {model.source} is version {version} of the generalist model in store"
+                    f" {settings.store}: every node serves it within"
+                    f" {settings.model_poll_seconds:g} s"
+                )
+            serving = (await store.serving_models()).get(DEFAULT_SITE)
+            if serving is None:
+                return "no installed model is serving: the nodes read with their own already"
+            await store.demote_model(
+                DEFAULT_SITE, serving.version, "back to the configured model", time.time()
+            )
+            return (
+                f"version {serving.version} no longer serves: every node reads with its"
+                " configured model (ocr_model, or the shipped one) within"
+                f" {settings.model_poll_seconds:g} s"
+            )
+        finally:
+            await store.close()
+
+    print(asyncio.run(run()))
     return 0
 
 

@@ -20,6 +20,7 @@ from capgate.datafolder import secure_data_folder
 from capgate.keys import check_chosen_key
 from capgate.model import format_money
 from capgate.overview import Overview
+from capgate.store.sites import DEFAULT_SITE
 
 
 class AdminError(Exception):
@@ -163,11 +164,23 @@ async def _check_store(settings: Settings) -> tuple[bool, str]:
         await store.open()
         try:
             keys, depth = len(await store.list_keys()), await store.queue_depth()
+            serving = await store.serving_models()
         finally:
             await store.close()
     except Exception as exc:
         return False, f"store {settings.store}: {type(exc).__name__}: {exc}"
-    return True, f"store {settings.store}: {keys} keys, {depth} tasks queued"
+    installed = serving.pop(DEFAULT_SITE, None)
+    generalist = (
+        f"version {installed.version} of the registry ({installed.scores.get('source', '?')})"
+        if installed is not None
+        else "the configured one (no model installed in the registry)"
+    )
+    sites = ", ".join(f"{site} v{m.version}" for site, m in sorted(serving.items())[:10])
+    return True, (
+        f"store {settings.store}: {keys} keys, {depth} tasks queued; every node reads with"
+        f" the generalist model {generalist}; {len(serving)} site models serving"
+        f"{': ' + sites if sites else ''}"
+    )
 
 
 def _check_ocr(settings: Settings) -> tuple[bool, str]:

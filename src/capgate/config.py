@@ -149,6 +149,28 @@ class Settings:
     # Keep upstream providers' answers to image captchas as labels for `capgate ocr train`
     # (in DATA/labels; an answer reported incorrect is deleted).
     keep_upstream_labels: bool = False
+    # Learning each site's captcha from paid upstream answers (docs/learning.md): keep
+    # them as labels of their site (at most `learning_max_labels` each, the newest); at
+    # `learning_min_labels`, and again at 1.5x what the last candidate learned from, a
+    # training job (one at a time across the deployment, `learning_threads` threads,
+    # `learning_epochs` passes) fine-tunes a model for the site, promoted if it beats the
+    # site's current engine on held-out labels, its threshold set so that the answers it
+    # keeps are right `learning_target` of the time. `learning_audit_share` of a promoted
+    # model's answers are read upstream too; it is demoted when its checks fall under
+    # the target. `learning_jobs`: whether this node runs training jobs (every node
+    # serves the models).
+    learning: bool = False
+    learning_min_labels: int = 500
+    learning_max_labels: int = 5000
+    learning_target: float = 0.97
+    learning_audit_share: float = 0.02
+    learning_audit_window: int = 100
+    learning_epochs: int = 10
+    learning_threads: int = 1
+    learning_jobs: bool = True
+    learning_check_seconds: float = 30.0
+    # How often each node looks for a newly promoted or demoted model (any store).
+    model_poll_seconds: float = 2.0
     # The circuit breaker: this many failures in a row take a solver out for the cooldown,
     # then one task probes it back in.
     breaker_failures: int = 5
@@ -220,12 +242,31 @@ def load_settings(
         settings.callback_networks  # noqa: B018 - parse once, so a typo stops the start
     except ValueError as exc:
         raise ValueError(f"callback_allow_networks: {exc}") from None
+    _check_learning(settings)
     for where, policy in [("routing_policy", settings.routing_policy)] + [
         (f"key_policies.{name}", policy) for name, policy in settings.key_policies.items()
     ]:
         if policy not in POLICIES:
             raise ValueError(f"{where}: unknown policy {policy!r} (known: {', '.join(POLICIES)})")
     return settings
+
+
+def _check_learning(settings: Settings) -> None:
+    """Refuse learning settings that cannot work, so a typo stops the start."""
+    if not 0 <= settings.learning_audit_share <= 1:
+        raise ValueError("learning_audit_share must be from 0 to 1")
+    if not 0.5 <= settings.learning_target < 1:
+        raise ValueError("learning_target must be at least 0.5 and under 1")
+    if settings.learning_min_labels < 20:
+        raise ValueError("learning_min_labels must be at least 20 (a fifth is held out)")
+    if settings.learning_max_labels < settings.learning_min_labels:
+        raise ValueError("learning_max_labels must be at least learning_min_labels")
+    if settings.learning_audit_window < 5:
+        raise ValueError("learning_audit_window must be at least 5")
+    if settings.learning_epochs < 1 or settings.learning_threads < 1:
+        raise ValueError("learning_epochs and learning_threads must be at least 1")
+    if settings.model_poll_seconds <= 0 or settings.learning_check_seconds <= 0:
+        raise ValueError("model_poll_seconds and learning_check_seconds must be over 0")
 
 
 _PROVIDER_FIELDS = {f.name: f for f in dataclasses.fields(ProviderSettings)}

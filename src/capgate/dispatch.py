@@ -21,6 +21,7 @@ from typing import Any
 from capgate.clock import Clock
 from capgate.config import Settings
 from capgate.labels import LabelKeeper
+from capgate.learning.loop import Learning
 from capgate.model import ErrorCode, Lease, Solution, Task, TaskType
 from capgate.router import Router
 from capgate.solvers.base import SolveError, Solver
@@ -60,6 +61,7 @@ class Dispatcher:
         on_finished: Callable[[int], None] | None = None,
         capacity: int = 16,
         labels: LabelKeeper | None = None,
+        learning: Learning | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -75,6 +77,7 @@ class Dispatcher:
         self._stopping = False
         self._key_names: dict[int, str] = {}
         self._labels = labels
+        self._learning = learning
 
     def wake(self) -> None:
         """Tell the dispatcher there may be new work (called when a task is created)."""
@@ -132,8 +135,9 @@ class Dispatcher:
         """Try the task's candidates in the policy's order until one answers.
 
         Each solver after the first counts one more attempt under the same lease (the
-        task's solveCount). A local answer less sure than `ocr_min_confidence` is kept
-        while the next candidates try; it stands if none of them answers. One less sure
+        task's solveCount). A local answer less sure than `ocr_min_confidence` (unless a
+        site model gave it, at or above its site's own threshold) is kept while the next
+        candidates try; it stands if none of them answers. One less sure
         than the task's `recognizingThreshold` never stands: unless a later candidate
         answers, the task fails CAPTCHA_UNSOLVABLE (failed tasks are refunded).
         """
@@ -187,7 +191,13 @@ class Dispatcher:
                 if refused is None:
                     refused = (solver, _below_threshold(confidence, threshold))
                 continue
-            sure = confidence is None or confidence >= settings.ocr_min_confidence
+            # A site model's answer reached the threshold its site's held-out labels set
+            # (docs/learning.md): that, not the generalist's `ocr_min_confidence`, rules it.
+            sure = not solution.unsure and (
+                confidence is None
+                or confidence >= settings.ocr_min_confidence
+                or solution.site_model is not None
+            )
             if not sure and unsure is None and position < len(candidates) - 1:
                 unsure = (solver, solution)
                 continue
@@ -281,6 +291,8 @@ class Dispatcher:
                 and not task.params.get("math")  # the answer is a sum's value, not its text
             ):
                 await self._labels.keep(task.id, task.body, solution.text)
+            if self._learning is not None:
+                await self._learning.answered(task, solver, solution)
         else:
             log.info("task %d: late answer from %s ignored (lease lost)", task.id, solver.name)
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from capgate.model import MICROS
 
 if TYPE_CHECKING:
+    from capgate.learning.report import SiteView
+    from capgate.learning.served import ServedModels
     from capgate.router import Router
 
 # Solve-time buckets in seconds: local OCR answers in milliseconds, humans in tens of seconds.
@@ -145,3 +147,48 @@ def _labels(labels: Labels) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def site_metrics(sites: Sequence[SiteView], served: ServedModels) -> bytes:
+    """Per site (docs/learning.md): labels, answers by where they came from, spend saved,
+    checks of its model, the version this node serves and its accuracies."""
+    labels: dict[Labels, float] = {}
+    answers: dict[Labels, float] = {}
+    saved: dict[Labels, float] = {}
+    checks: dict[Labels, float] = {}
+    version: dict[Labels, float] = {}
+    heldout: dict[Labels, float] = {}
+    live: dict[Labels, float] = {}
+    for v in sites:
+        site = (("site", v.site),)
+        labels[site] = v.labels
+        answers[(*site, ("by", "model"))] = v.by_model
+        answers[(*site, ("by", "generalist"))] = v.local - v.by_model
+        answers[(*site, ("by", "upstream"))] = v.upstream
+        saved[site] = v.saved / MICROS
+        checks[(*site, ("outcome", "agreed"))] = v.audits_agreed
+        checks[(*site, ("outcome", "disagreed"))] = v.audits - v.audits_agreed
+        checks[(*site, ("outcome", "reported_wrong"))] = v.reported_wrong
+        if v.heldout_accuracy is not None:
+            heldout[site] = v.heldout_accuracy
+        if v.live_accuracy is not None:
+            live[site] = v.live_accuracy
+    for name, model in served.serving().items():
+        version[(("site", name),)] = model.version
+    lines: list[str] = []
+    _series(lines, "capgate_site_labels", "gauge", "Labels kept per site", labels)
+    _series(lines, "capgate_site_answers_total", "counter", "Site tasks answered, by whom", answers)
+    _series(lines, "capgate_site_saved_total", "counter", "Upstream spend saved, in USD", saved)
+    _series(lines, "capgate_site_checks_total", "counter", "Checks of site models", checks)
+    _series(
+        lines,
+        "capgate_site_model_version",
+        "gauge",
+        "The registry version this node serves per site (* : the generalist)",
+        version,
+    )
+    _series(
+        lines, "capgate_site_heldout_accuracy", "gauge", "Serving model, held-out labels", heldout
+    )
+    _series(lines, "capgate_site_live_accuracy", "gauge", "Serving model, checks", live)
+    return ("\n".join(lines) + "\n").encode()

@@ -92,6 +92,13 @@ class Solution(msgspec.Struct, omit_defaults=True):
     confidence: float | None = None
     # The upstream provider's own task id, to forward a report of a wrong answer.
     upstream_id: str | None = None
+    # The version of the task's site model that answered (docs/learning.md), so that a
+    # report of a wrong answer counts against that model.
+    site_model: int | None = None
+    # A local answer for a site whose own model was not sure enough of it (under the
+    # site's threshold): a later solver (upstream) is asked, and it stands only if none
+    # answers, whatever `ocr_min_confidence` says.
+    unsure: bool = False
 
 
 class TaskSpec(msgspec.Struct):

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import msgspec
 
+from capgate.learning.report import SiteView, gather_sites
 from capgate.model import Task, TaskStatus
 from capgate.router import Router
 from capgate.store.base import Store
@@ -70,6 +71,8 @@ class Overview(msgspec.Struct):
     keys: list[KeyView]
     recent: list[TaskView]
     failures: list[TaskView]
+    # Learning (docs/learning.md): every site seen, with its model and figures.
+    sites: list[SiteView] = []
 
 
 async def gather(store: Store, router: Router, now: float, recent: int = 20) -> Overview:
@@ -90,6 +93,7 @@ async def gather(store: Store, router: Router, now: float, recent: int = 20) -> 
         keys=keys,
         recent=views[:recent],
         failures=[v for v in views if v.status == "failed"][:recent],
+        sites=await gather_sites(store),
     )
 
 

@@ -27,6 +27,7 @@ from capgate.finished import FinishedTasks
 from capgate.images import check_image
 from capgate.keys import hash_secret
 from capgate.labels import LabelKeeper
+from capgate.learning.loop import Learning
 from capgate.limits import RateLimiter
 from capgate.metrics import Metrics
 from capgate.model import (
@@ -108,6 +109,8 @@ class Service:
         self._queue_stats: dict[TaskType | None, tuple[float, QueueStats]] = {}
         # Names this process when nodes that share a store take turns at the sweeps.
         self.node = secrets.token_hex(8)
+        # The learning loop (docs/learning.md), which hears of reports of wrong answers.
+        self.learning: Learning | None = None
         # Upstream answers kept for training (opt-in).
         self.labels = (
             LabelKeeper(settings.data / "labels") if settings.keep_upstream_labels else None
@@ -377,6 +380,8 @@ class Service:
             self._forward_report(task)
             if self.labels is not None:
                 await self.labels.forget(task.id)
+            if self.learning is not None:
+                self.in_background(self.learning.reported(task))
         return task
 
     def _forward_report(self, task: Task) -> None:

@@ -9,6 +9,7 @@ import hmac
 import itertools
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -37,8 +38,12 @@ from capgate.config import Settings
 from capgate.dialects import JSON_DIALECTS, JSON_PREFIXES, anticaptcha
 from capgate.dispatch import Dispatcher
 from capgate.keys import admin_key
+from capgate.learning.loop import Learning
+from capgate.learning.report import gather_sites
+from capgate.learning.served import ServedModels
 from capgate.logs import request_id
-from capgate.model import CapgateError, ErrorCode
+from capgate.metrics import site_metrics
+from capgate.model import CapgateError, ErrorCode, Task
 from capgate.router import Router
 from capgate.service import Service
 from capgate.solvers.base import Solver
@@ -67,14 +72,27 @@ def app_from_environment() -> App:
     return App(load_settings(Path(config) if config else None), SystemClock())
 
 
-def default_solvers(settings: Settings) -> list[Solver]:
-    """The solvers a node runs, in priority order: test keys, local OCR, then providers."""
+def default_solvers(
+    settings: Settings,
+    served: ServedModels | None = None,
+    site_of: Callable[[Task], Awaitable[str | None]] | None = None,
+) -> list[Solver]:
+    """The solvers a node runs, in priority order: test keys, local OCR, then providers.
+
+    `served`: the registry's models, which the OCR solver reads with (and `site_of` names
+    each task's site for)."""
     solvers: list[Solver] = [TestKeysSolver()] if settings.test_keys else []
     if settings.ocr:
         from capgate.solvers.ocr import OcrSolver
 
         solvers.append(
-            OcrSolver(settings.ocr_processes, settings.ocr_model_path, settings.ocr_engines)
+            OcrSolver(
+                settings.ocr_processes,
+                settings.ocr_model_path,
+                settings.ocr_engines,
+                served=served,
+                site_of=site_of,
+            )
         )
     if settings.providers:
         from capgate.providers.upstream import UpstreamProvider
@@ -98,14 +116,24 @@ class App:
         self.store = store or store_from_url(
             settings.store, settings.data, server_time=not settings.test_clock
         )
-        self.solvers = default_solvers(settings) if solvers is None else solvers
+        # The registry's models, followed by every node that solves (docs/learning.md).
+        self.served = ServedModels(
+            self.store, settings.data / "ocr" / "registry", settings.model_poll_seconds
+        )
+        self.solvers = (
+            default_solvers(settings, self.served, lambda task: self.learning.site_of(task))
+            if solvers is None
+            else solvers
+        )
         self.router = Router(
             self.solvers, settings.breaker_failures, settings.breaker_cooldown_seconds
         )
+        self.learning = Learning(self.store, self.router, settings, clock, self.served)
         self.dispatcher: Dispatcher | None = None
         self.service = Service(
             self.store, self.router, settings, clock, on_created=lambda _task: self._wake()
         )
+        self.service.learning = self.learning
         self.routes = Routes()
         # The Anti-Captcha family at the root (CLIENTS.md: only this shape may live there,
         # unless a key chose another dialect), and every JSON dialect under its own prefix.
@@ -145,8 +173,10 @@ class App:
             load_secret(self.settings.data), self.settings.callback_networks
         )
         if self.settings.local_solving:
+            await self.served.start()
             for solver in self.solvers:
                 await solver.start()
+            self.learning.start()
             self.dispatcher = Dispatcher(
                 self.store,
                 self.router,
@@ -155,6 +185,7 @@ class App:
                 on_finished=self._task_finished,
                 capacity=16 + sum(p.max_concurrent for p in self.settings.providers),
                 labels=self.service.labels,
+                learning=self.learning,
             )
             self.dispatcher.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="capgate-sweep")
@@ -175,6 +206,8 @@ class App:
             await self.service.polls.flush()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        await self.learning.stop()
+        await self.served.stop()
         if self.service.deliverer is not None:
             await self.service.deliverer.stop()
         if self.settings.local_solving:
@@ -287,6 +320,10 @@ class App:
             # The store is down (Redis stopped): this process's own figures still answer.
             log.warning("metrics without the queue depth: %s", exc)
         body = self.service.metrics.render(gauges, self.router)
+        try:
+            body += site_metrics(await gather_sites(self.store, history=0), self.served)
+        except Exception as exc:
+            log.warning("metrics without the sites: %s", exc)
         return Response(body, content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
     async def _advance_clock(self, request: Request) -> Response:

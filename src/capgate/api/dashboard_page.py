@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import time
 
+from capgate.learning.report import SiteView
 from capgate.model import format_money
 from capgate.overview import Overview, SolverView, TaskView
 
@@ -68,6 +69,7 @@ def dashboard_page(overview: Overview, refresh: int) -> bytes:
         _section("Tasks per minute (last 30 min)", _chart(overview.tasks_per_minute)),
         _section("Solvers and providers", _solvers(overview.solvers), "solvers"),
         _section("Spend per key", _keys(overview), "keys"),
+        _section("Sites: learned models", _sites(overview.sites), "sites"),
         _section("Recent failures", _tasks(overview.failures, errors=True), "failures"),
         _section("Recent tasks", _tasks(overview.recent, errors=False), "tasks"),
     ]
@@ -154,6 +156,43 @@ def _keys(overview: Overview) -> str:
         + "".join(rows)
         + "</table>"
     )
+
+
+def _sites(sites: list[SiteView]) -> str:
+    """Per site: labels, its model, held-out and live accuracy, local share, spend saved,
+    and the newest line of its history."""
+    if not sites:
+        return "<p>No site seen yet (learning is off, or no image task named a site).</p>"
+    rows = []
+    for v in sites:
+        last = v.history[0] if v.history else None
+        event = (
+            f"{last.kind} v{last.version} {time.strftime('%m-%d %H:%M', time.gmtime(last.at))}:"
+            f" {last.reason}"
+            if last
+            else ""
+        )
+        rows.append(
+            f'<tr data-site="{html.escape(v.site)}" data-model="{v.model_version or ""}">'
+            f'<td>{html.escape(v.site)}</td><td class="num">{v.labels}</td>'
+            f'<td class="num">{"v" + str(v.model_version) if v.model_version else "—"}</td>'
+            f'<td class="num">{_share(v.heldout_accuracy)}</td>'
+            f'<td class="num">{_share(v.live_accuracy)} ({v.audits};'
+            f" {v.reported_wrong} reported)</td>"
+            f'<td class="num">{_share(v.local_share)}</td>'
+            f'<td class="num">{format_money(v.saved)}</td>'
+            f"<td>{html.escape(event)}</td></tr>"
+        )
+    return (
+        "<table><tr><th>site</th><th>labels</th><th>model</th><th>held-out</th>"
+        "<th>live (audits)</th><th>local</th><th>saved</th><th>last change</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
 
 
 def _tasks(tasks: list[TaskView], *, errors: bool) -> str:

@@ -75,6 +75,8 @@ _IMAGE_OPTIONS: dict[str, tuple[str, str]] = {
     "language": ("language", "int"),
     "lang": ("lang", "str"),
     "textinstructions": ("comment", "str"),
+    # The page the captcha is on: names the task's site, for learning (docs/learning.md).
+    "pageurl": ("websiteURL", "str"),
 }
 # in.php token-task options -> the Anti-Captcha family's names (2Captcha's method pages;
 # 2captcha-python sends `userAgent` for reCAPTCHA and `useragent` for Turnstile).

@@ -19,29 +19,38 @@ import os
 import signal
 import string
 import sys
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from capgate.learning.served import ServedModels
 from capgate.model import ErrorCode, Solution, Task, TaskType
 from capgate.ocr.chain import Chain, build, describe, resolve
-from capgate.ocr.engine import Constraints
+from capgate.ocr.engine import Constraints, OcrEngine
 from capgate.ocr.grammar import evaluate, phrase_grammar, sum_grammar
 from capgate.solvers.base import SolveError, Solver
 
 log = logging.getLogger("capgate.ocr")
 
 _chain: Chain | None = None
+_chain_model: Path | None = None
+_engines: tuple[str, ...] = ("capgate",)
+# Site models this worker has loaded, by file (a new version is a new file): the newest
+# few only, since each holds an ONNX session.
+_site_engines: OrderedDict[Path, OcrEngine] = OrderedDict()
+SITE_ENGINES_KEPT = 8
 
 
 def _load_engine(model: Path | None = None, engines: Sequence[str] = ("capgate",)) -> None:
-    global _chain
+    global _chain, _chain_model, _engines
     _die_with_parent()
     chain = build(engines, model)
     chain.warm()
-    _chain = chain
+    _chain, _chain_model, _engines = chain, model, tuple(engines)
 
 
 def _die_with_parent() -> None:
@@ -57,12 +66,40 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
-def _read(image: bytes, constraints: Constraints) -> tuple[str, float]:
-    if _chain is None:
-        _load_engine()
+@dataclass(frozen=True)
+class SiteRead:
+    """A site model to try first: its file, the raw score at or above which its answer
+    stands, the confidence such an answer gets, its registry version."""
+
+    path: Path
+    threshold: float
+    precision: float
+    version: int
+
+
+def _read(
+    image: bytes,
+    constraints: Constraints,
+    model: Path | None = None,
+    site: SiteRead | None = None,
+) -> tuple[str, float, int | None]:
+    """(text, confidence, the site model's version if it answered). `model`: the
+    generalist model the chain reads with (a change reloads the chain)."""
+    if _chain is None or model != _chain_model:
+        _load_engine(model, _engines)
     assert _chain is not None
+    if site is not None:
+        engine = _site_engines.get(site.path)
+        if engine is None:
+            engine = _site_engines[site.path] = OcrEngine(site.path, calibrated=False)
+            while len(_site_engines) > SITE_ENGINES_KEPT:
+                _site_engines.popitem(last=False)
+        _site_engines.move_to_end(site.path)
+        result = engine.read(image, constraints=constraints)
+        if result.text and result.confidence >= site.threshold:
+            return result.text, site.precision, site.version
     answer = _chain.read(image, constraints)
-    return answer.text, answer.confidence
+    return answer.text, answer.confidence, None
 
 
 _SUM = sum_grammar()
@@ -114,11 +151,20 @@ class OcrSolver(Solver):
     types = frozenset({TaskType.IMAGE_TO_TEXT})
 
     def __init__(
-        self, processes: int = 1, model: Path | None = None, engines: Sequence[str] = ("auto",)
+        self,
+        processes: int = 1,
+        model: Path | None = None,
+        engines: Sequence[str] = ("auto",),
+        served: ServedModels | None = None,
+        site_of: Callable[[Task], Awaitable[str | None]] | None = None,
     ) -> None:
         self.processes = max(1, processes)
         self.model = model
         self.engines = resolve(engines)
+        # The registry's models (docs/learning.md): a task's site model reads first, and
+        # the operator's generalist model replaces `model` while one is serving.
+        self.served = served
+        self._site_of = site_of
         self._pool: ProcessPoolExecutor | None = None
 
     def accepts(self, task_type: TaskType, params: Mapping[str, Any]) -> bool:
@@ -155,10 +201,20 @@ class OcrSolver(Solver):
             raise SolveError(ErrorCode.CAPTCHA_UNSOLVABLE, "The task has no image")
         if self._pool is None:
             raise SolveError(ErrorCode.INTERNAL, "The OCR engine is not running", retry=True)
+        model, site = self.model, None
+        if self.served is not None:
+            default = self.served.default
+            model = default.path if default is not None else self.model
+            site_name = (
+                await self._site_of(task) if self._site_of and self.served.has_sites else None
+            )
+            local = self.served.get(site_name)
+            if local is not None:
+                site = SiteRead(local.path, local.threshold, local.precision, local.version)
         loop = asyncio.get_running_loop()
         try:
-            text, confidence = await loop.run_in_executor(
-                self._pool, _read, task.body, constraints_for(task.params)
+            text, confidence, version = await loop.run_in_executor(
+                self._pool, _read, task.body, constraints_for(task.params), model, site
             )
         except ValueError as exc:
             raise SolveError(
@@ -176,7 +232,10 @@ class OcrSolver(Solver):
             if value is None:  # The grammar reads only sums: a model that knows no signs.
                 raise SolveError(ErrorCode.CAPTCHA_UNSOLVABLE, f"{text!r} is not a sum")
             text = value
-        return Solution(text=text, confidence=confidence)
+        # A site with a model of its own, which was unsure: the generalists' answer waits
+        # for upstream's (docs/learning.md).
+        unsure = site is not None and version is None
+        return Solution(text=text, confidence=confidence, site_model=version, unsure=unsure)
 
 
 def _noop() -> None:
