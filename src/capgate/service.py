@@ -480,10 +480,28 @@ class Service:
         if not self._holds(worker, token):
             return False
         solver = f"worker:{worker.name or worker.id}"
+        task = None
+        if self.learning is not None and (solution.site_model is not None or solution.unsure):
+            task = await self.store.get_task(task_id)
+            if solution.site_model is not None and not await self._serves(task, solution):
+                # Only the registry's serving version of the task's site counts as such.
+                solution = msgspec.structs.replace(solution, site_model=None)
         done = await self.store.complete(task_id, token, solution, solver, self.clock.now())
         if done:
             await self.task_finished(task_id)
+            if task is not None and self.learning is not None:
+                await self.learning.answered_remotely(task, solution)
         return done
+
+    async def site_of(self, task: Task) -> str | None:
+        """The task's site (docs/learning.md), for a worker to pick its model by."""
+        return await self.learning.site_of(task) if self.learning is not None else None
+
+    async def _serves(self, task: Task | None, solution: Solution) -> bool:
+        """Whether the site model version a worker says answered is the one serving."""
+        site = await self.site_of(task) if task is not None else None
+        serving = (await self.store.serving_models()).get(site) if site else None
+        return serving is not None and serving.version == solution.site_model
 
     async def fail_for_worker(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from tests.support import BOOTSTRAP_KEY, CapgateServer, captchas, image_task, run_cli
 
 pytestmark = pytest.mark.system
+ADMIN = "worker-test-admin-key-0123456789abcdef"
 
 
 def worker_key(server: CapgateServer) -> str:
@@ -95,3 +98,81 @@ def test_one_keys_flood_does_not_starve_another_key(idle_server: CapgateServer) 
     leases = idle_server.http.post("/worker/lease", json=ask).json()["leases"]
     # Oldest-first would hand out two of the flood's 60; fair leasing takes one of each.
     assert [lease["taskId"] for lease in leases] == [flood[0]["taskId"], late["taskId"]]
+
+
+def test_a_worker_reads_each_site_with_the_registry_model(
+    start_server: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    """A worker follows the server's model registry (docs/learning.md): a task of a site
+    with a model is read with it (here a model whose alphabet is reversed, so its answers
+    are told apart), and its answer counts for the site; another task is read as before."""
+    import asyncio
+    import json
+
+    from capgate.ocr.engine import DEFAULT_MODEL
+    from capgate.store import SqliteStore
+
+    server = start_server(tmp_path / "api", local_solving="false", learning="true", admin_key=ADMIN)
+    spec = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    charset = spec["charset"]
+    spec["charset"] = charset[::-1]
+    spec.pop("calibration")
+
+    async def publish() -> None:
+        store = SqliteStore(server.data / "capgate.db")
+        await store.open()
+        try:
+            await store.publish_model(
+                "shop.example", DEFAULT_MODEL.read_bytes(), json.dumps(spec).encode(),
+                0.0, 0.99, {}, 0.0, "by hand", labels=0,
+            )  # fmt: skip
+        finally:
+            await store.close()
+
+    asyncio.run(publish())
+    body, _ = captchas(9301, 1)[0]
+    with_site = server.post(
+        "/createTask",
+        {"clientKey": BOOTSTRAP_KEY,
+         "task": {**image_task(body), "websiteURL": "https://shop.example/login"}},
+    )["taskId"]  # fmt: skip
+    without = create(server, body)
+    start_worker(server, worker_key(server))
+    plain = server.wait_final(BOOTSTRAP_KEY, without)["solution"]["text"]
+    site_text = server.wait_final(BOOTSTRAP_KEY, with_site)["solution"]["text"]
+    assert plain and site_text == "".join(charset[::-1][charset.index(c)] for c in plain)
+    overview = server.http.get("/admin/overview", headers={"authorization": f"Bearer {ADMIN}"})
+    (site,) = overview.json()["sites"]
+    assert (site["site"], site["by_model"], site["local"]) == ("shop.example", 1, 1)
+
+
+def test_a_worker_cannot_claim_a_site_model_that_is_not_serving(
+    start_server: Any, tmp_path: Path
+) -> None:
+    server = start_server(tmp_path / "api", local_solving="false", learning="true")
+    key = worker_key(server)
+    body, _ = captchas(9302, 1)[0]
+    task_id = server.post(
+        "/createTask",
+        {"clientKey": BOOTSTRAP_KEY,
+         "task": {**image_task(body), "websiteURL": "https://shop.example/"}},
+    )["taskId"]  # fmt: skip
+    ask = {"workerKey": key, "types": ["ImageToText"], "limit": 1, "requestId": "r"}
+    (lease,) = server.http.post("/worker/lease", json=ask).json()["leases"]
+    assert lease["site"] == "shop.example"
+    assert server.http.post("/worker/models", json={"workerKey": key}).json() == {"models": []}
+    missing = server.http.post(
+        "/worker/model", json={"workerKey": key, "site": "shop.example", "version": 1}
+    )
+    assert missing.status_code == 400 and missing.json()["ok"] is False
+    claimed = {"text": "ABCD", "siteModel": 7}
+    done = server.http.post(
+        "/worker/complete",
+        json={"workerKey": key, "taskId": task_id, "token": lease["token"], "solution": claimed},
+    )
+    assert done.json() == {"ok": True}
+    assert server.wait_final(BOOTSTRAP_KEY, task_id)["solution"]["text"] == "ABCD"
+    with sqlite3.connect(server.data / "capgate.db") as db:
+        (solution,) = db.execute("SELECT solution FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    db.close()
+    assert "site_model" not in str(solution)

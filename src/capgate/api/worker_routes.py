@@ -5,9 +5,13 @@ keep their leases alive, and report answers or failures, fenced by the lease tok
     POST /worker/extend    {"workerKey", "taskId", "token", "leaseSeconds"}
     POST /worker/complete  {"workerKey", "taskId", "token", "solution": {...}}
     POST /worker/fail      {"workerKey", "taskId", "token", "code", "description", "retry"}
+    POST /worker/models    {"workerKey"}: the registry's serving models (docs/learning.md)
+    POST /worker/model     {"workerKey", "site", "version"}: one version's files (base64)
 
 A lease request carries a request id: retried after a lost answer, it returns the same
 tasks. A late answer (its lease expired, the task went to someone else) gets `"ok": false`.
+Each leased task names its site (`"site"`, or null), so that a worker reads it with the
+site's model from the registry, as the server's own nodes do.
 """
 
 from __future__ import annotations
@@ -56,6 +60,24 @@ class WorkerSolution(msgspec.Struct, forbid_unknown_fields=True):
     userAgent: str | None = None
     score: float | None = None
     confidence: float | None = None
+    # The registry version of the task's site model that answered (checked against the
+    # registry), or that the site's model was unsure and a generalist answered.
+    siteModel: int | None = None
+    unsure: bool = False
+
+
+class ModelsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Ask which models the registry serves."""
+
+    workerKey: str
+
+
+class ModelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Ask for one registry version's files."""
+
+    workerKey: str
+    site: str
+    version: int
 
 
 class CompleteRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,9 +112,10 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
         raise CapgateError(ErrorCode.BAD_REQUEST, str(exc)) from None
 
 
-def _lease_json(lease: Lease) -> dict[str, Any]:
+def _lease_json(lease: Lease, site: str | None) -> dict[str, Any]:
     task = lease.task
     return {
+        "site": site,
         "taskId": task.id,
         "token": lease.token,
         "expiresAt": lease.expires_at,
@@ -117,7 +140,12 @@ def mount_workers(routes: Routes, service: Service) -> None:
         leases = await service.lease_for_worker(
             worker, types, asked.limit, asked.leaseSeconds, asked.requestId
         )
-        return Response(_encoder.encode({"leases": [_lease_json(x) for x in leases]}))
+        sites = [await service.site_of(x.task) for x in leases]
+        return Response(
+            _encoder.encode(
+                {"leases": [_lease_json(x, s) for x, s in zip(leases, sites, strict=True)]}
+            )
+        )
 
     async def extend(request: Request) -> Response:
         asked: ExtendRequest = _decode(request.body, ExtendRequest)
@@ -137,9 +165,40 @@ def mount_workers(routes: Routes, service: Service) -> None:
             user_agent=given.userAgent,
             score=given.score,
             confidence=given.confidence,
+            site_model=given.siteModel,
+            unsure=given.unsure,
         )
         done = await service.complete_for_worker(worker, asked.taskId, asked.token, solution)
         return Response(_OK if done else _LATE)
+
+    async def models(request: Request) -> Response:
+        asked: ModelsRequest = _decode(request.body, ModelsRequest)
+        await service.authenticate_worker(asked.workerKey, request.client_ip)
+        serving = await service.store.serving_models()
+        listed = [
+            {"site": m.site, "version": m.version, "threshold": m.threshold,
+             "precision": m.precision}
+            for m in serving.values()
+        ]  # fmt: skip
+        return Response(_encoder.encode({"models": listed}))
+
+    async def model(request: Request) -> Response:
+        asked: ModelRequest = _decode(request.body, ModelRequest)
+        await service.authenticate_worker(asked.workerKey, request.client_ip)
+        files = await service.store.model_files(asked.site[:255], asked.version)
+        if files is None:
+            raise CapgateError(ErrorCode.BAD_REQUEST, "no such model version in the registry")
+        onnx, spec = files
+        return Response(
+            _encoder.encode(
+                {
+                    "site": asked.site,
+                    "version": asked.version,
+                    "onnx": base64.b64encode(onnx).decode("ascii"),
+                    "spec": base64.b64encode(spec).decode("ascii"),
+                }
+            )
+        )
 
     async def fail(request: Request) -> Response:
         asked: FailRequest = _decode(request.body, FailRequest)
@@ -161,6 +220,8 @@ def mount_workers(routes: Routes, service: Service) -> None:
         ("extend", extend),
         ("complete", complete),
         ("fail", fail),
+        ("models", models),
+        ("model", model),
     ):
         routes.add(
             f"/worker/{name}",

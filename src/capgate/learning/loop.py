@@ -123,6 +123,21 @@ class Learning:
             return True
         return self._chance() < self.settings.learning_audit_share
 
+    async def answered_remotely(self, task: Task, solution: Solution) -> None:
+        """Count a remote worker's answer for the task's site (it cannot be audited: the
+        image went to the worker, and the store gives it only to a lease)."""
+        if not self.settings.learning:
+            return
+        try:
+            site = await self.site_of(task)
+            if site is None or (await self.store.serving_models()).get(site) is None:
+                return
+            saved = self._upstream_price(task)
+            by_model = solution.site_model is not None
+            await self.store.count_answer(site, local=True, by_model=by_model, saved=saved)
+        except Exception:
+            log.exception("task %d: could not count its answer for learning", task.id)
+
     async def reported(self, task: Task) -> None:
         """A client reported the task's answer wrong: it counts against the site model
         that gave it, and an upstream answer is no label any more."""
