@@ -195,7 +195,7 @@ def main() -> int:
             deadline = started + args.minutes * 60
             while gateway.site().get("model_version") is None and time.monotonic() < deadline:
                 time.sleep(2)
-            view = gateway.site()
+            view = gateway.site() or {"upstream": 0, "saved": 0, "audits": 0, "by_model": 0}
             promoted_at = time.monotonic() - started
             print(
                 f"model: version {view.get('model_version')} at {promoted_at:.0f} s;"
@@ -207,11 +207,20 @@ def main() -> int:
             time.sleep(3)  # the last audits
             after = gateway.site()
             upstream = after["upstream"] - before["upstream"]
-            local = after["local"] - before["local"]
+            # Every answer not from upstream was local (the site's counters count local
+            # answers only once the site has a model).
+            local = len(measured) - upstream
             by_model = after["by_model"] - before["by_model"]
             audits = after["audits"] - before["audits"]
             price_micros = round(float(args.price) * 1_000_000)
-            saved = after["saved"] - before["saved"] - audits * price_micros
+            # Before a model, the site's counters leave local answers out: count them here.
+            counted = after["local"] - before["local"]
+            saved = (
+                after["saved"]
+                - before["saved"]
+                + (local - counted) * price_micros
+                - audits * price_micros
+            )
             n = len(measured)
             print(
                 f"measured {n} captchas: right {right / n:.1%}; went upstream"
@@ -221,6 +230,8 @@ def main() -> int:
                 f" {saved / 1_000_000:.3f} USD of {n * price_micros / 1_000_000:.3f}"
                 f" ({saved / max(1, n * price_micros):.1%})"
             )
+            for event in gateway.site().get("history", [])[:3]:
+                print(f"history: {event['kind']} v{event['version']}: {event['reason']}")
             print(f"whole run {time.monotonic() - started:.0f} s")
         finally:
             gateway.stop()
