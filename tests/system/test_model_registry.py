@@ -98,3 +98,36 @@ def test_every_node_of_a_redis_deployment_serves_the_installed_model(
     assert done.returncode == 0, done.stderr
     wait_until(lambda: all(serves_installed(node) for node in nodes))
     assert {outcome(node, 10 + i) for i, node in enumerate(nodes)} == {"ERROR_CAPTCHA_UNSOLVABLE"}
+
+
+def test_a_site_model_that_cannot_load_leaves_its_site_to_the_generalists(
+    start_server: ServerFactory,
+) -> None:
+    import asyncio
+
+    from capgate.store import SqliteStore
+
+    server = start_server(ocr_engines="capgate", model_poll_seconds="0.2", log_level="info")
+
+    async def publish() -> None:
+        store = SqliteStore(server.data / "capgate.db")
+        await store.open()
+        try:
+            spec = DEFAULT_MODEL.with_suffix(".json").read_bytes()
+            await store.publish_model(
+                "shop.example", b"not a model", spec, 0.0, 0.99, {}, 0.0, "by hand", labels=0
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(publish())
+    wait_until(lambda: "site shop.example: serving model version 1" in server.log.read_text())
+    samples = captchas(20, 4)
+    right = 0
+    for body, label in samples:
+        task = {"type": "ImageToTextTask", "body": body, "websiteURL": "https://shop.example/"}
+        created = server.post("/createTask", {"clientKey": BOOTSTRAP_KEY, "task": task})
+        answer = server.wait_final(BOOTSTRAP_KEY, created["taskId"])
+        assert answer["status"] == "ready", answer
+        right += answer["solution"]["text"] == label
+    assert right >= 3

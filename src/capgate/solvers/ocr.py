@@ -43,6 +43,7 @@ _engines: tuple[str, ...] = ("capgate",)
 # few only, since each holds an ONNX session.
 _site_engines: OrderedDict[Path, OcrEngine] = OrderedDict()
 SITE_ENGINES_KEPT = 8
+_broken_site_models: set[Path] = set()  # told once; a new version is a new file
 
 
 def _load_engine(model: Path | None = None, engines: Sequence[str] = ("capgate",)) -> None:
@@ -88,18 +89,33 @@ def _read(
     if _chain is None or model != _chain_model:
         _load_engine(model, _engines)
     assert _chain is not None
-    if site is not None:
-        engine = _site_engines.get(site.path)
-        if engine is None:
-            engine = _site_engines[site.path] = OcrEngine(site.path, calibrated=False)
-            while len(_site_engines) > SITE_ENGINES_KEPT:
-                _site_engines.popitem(last=False)
-        _site_engines.move_to_end(site.path)
-        result = engine.read(image, constraints=constraints)
+    engine = _site_engine(site.path) if site is not None else None
+    if site is not None and engine is not None:
+        result = engine.read(image, constraints=constraints)  # ValueError: not an image
         if result.text and result.confidence >= site.threshold:
             return result.text, site.precision, site.version
     answer = _chain.read(image, constraints)
     return answer.text, answer.confidence, None
+
+
+def _site_engine(path: Path) -> OcrEngine | None:
+    """The site model at `path`, loaded once; None if it cannot be loaded (the
+    generalists then read its site's tasks, and the failure is logged)."""
+    engine = _site_engines.get(path)
+    if engine is None:
+        if path in _broken_site_models:
+            return None
+        try:
+            engine = OcrEngine(path, calibrated=False)
+        except Exception:
+            log.exception("the site model %s cannot be loaded; the generalists read", path)
+            _broken_site_models.add(path)
+            return None
+        _site_engines[path] = engine
+        while len(_site_engines) > SITE_ENGINES_KEPT:
+            _site_engines.popitem(last=False)
+    _site_engines.move_to_end(path)
+    return engine
 
 
 _SUM = sum_grammar()
