@@ -1,0 +1,83 @@
+"""training/varied.py: the varied synthetic captchas of the generalist model (issue 16)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import string
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from PIL import Image
+
+VARIED = Path(__file__).resolve().parents[2] / "training" / "varied.py"
+LIBERATION = Path("/usr/share/fonts/truetype/liberation")
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("varied", VARIED)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["varied"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+varied = _load()
+
+
+@pytest.fixture(scope="module")
+def fonts() -> list[Path]:
+    found = [p for p in sorted(LIBERATION.glob("*.ttf"))[:4] if varied.usable_font(p)]
+    if not found:
+        pytest.skip("no Liberation fonts installed")
+    return found
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_same_seed_gives_the_same_images(fonts: list[Path]) -> None:
+    first = [(_png(i), t) for i, t in varied.generate(7, 12, fonts)]
+    again = [(_png(i), t) for i, t in varied.generate(7, 12, fonts)]
+    other = [(_png(i), t) for i, t in varied.generate(8, 12, fonts)]
+    assert first == again
+    assert first != other
+
+
+def test_labels_and_sizes_stay_in_range(fonts: list[Path]) -> None:
+    images = varied.generate(1, 60, fonts)
+    for image, label in images:
+        assert 3 <= len(label) <= 8
+        assert set(label) <= set(string.digits + string.ascii_letters)
+        assert varied.MIN_HEIGHT <= image.height <= varied.MAX_HEIGHT
+        assert image.width >= image.height
+    modes = {image.mode for image, _ in images}
+    assert "RGB" in modes and len(modes) >= 2  # some palette, 1-bit or JPEG-decoded ones
+
+
+def test_a_given_label_is_drawn(fonts: list[Path]) -> None:
+    image, label = varied.render(varied.random.Random(3), fonts, "Ab12x")
+    assert label == "Ab12x"
+    assert image.getbbox() is not None
+
+
+def test_dejavu_and_symbol_fonts_are_left_out(tmp_path: Path) -> None:
+    if DEJAVU.is_dir():
+        assert varied.font_files([DEJAVU]) == []
+    (tmp_path / "D050000L.otf").write_bytes(b"")
+    (tmp_path / "Broken.ttf").write_bytes(b"not a font")
+    files = varied.font_files([tmp_path])
+    assert [p.name for p in files] == ["Broken.ttf"]
+    assert not varied.usable_font(files[0])
+
+
+def test_no_fonts_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no fonts"):
+        varied.render(varied.random.Random(0), [])
