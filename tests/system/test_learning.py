@@ -191,7 +191,13 @@ def test_a_site_model_is_learned_promoted_audited_and_demoted(
         a["solution"]["text"] == label for a, (_, label) in zip(answers, fresh, strict=True)
     )
     assert right >= 55, right
-    view = wait_for(server, lambda v: v["audits"] >= v["by_model"] > 0, 30, "the audits")
+    # A client sees its answer before the node counts it: wait until all 60 are counted.
+    view = wait_for(
+        server,
+        lambda v: v["local"] + v["upstream"] >= LEARN_FROM + 60 and v["audits"] >= v["by_model"],
+        30,
+        "the counts and the audits",
+    )
     assert view["by_model"] >= 30, view  # most answered by the site's own model
     assert view["live_accuracy"] >= 0.9
     assert view["saved"] == view["local"] * 1000  # 0.001 USD upstream each, in micro-units
