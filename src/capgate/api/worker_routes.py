@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -77,7 +77,8 @@ class ModelRequest(msgspec.Struct, forbid_unknown_fields=True):
 
     workerKey: str
     site: str
-    version: int
+    # Bounded: a number past 64 bits is no version (SQLite cannot even look it up).
+    version: Annotated[int, msgspec.Meta(ge=1, le=2**62)]
 
 
 class CompleteRequest(msgspec.Struct, forbid_unknown_fields=True):
