@@ -187,7 +187,7 @@ def lr_at(step: int, args: argparse.Namespace) -> float:
 def train(args: argparse.Namespace) -> None:
     import torch
 
-    from capgate.ocr.training import CRNN, ctc_loss, duration, export, greedy
+    from capgate.ocr.training import CRNN, Architecture, ctc_loss, duration, export, greedy
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -203,7 +203,8 @@ def train(args: argparse.Namespace) -> None:
         f"data: {len(mixture.fonts)} fonts for varied images, real {mixture.real_counts}"
         f" ({time.monotonic() - started_loading:.0f} s to load)"
     )
-    model = CRNN(len(spec.charset) + 1)
+    a, b, c, d = args.channels
+    model = CRNN(len(spec.charset) + 1, Architecture((a, b, c, d), args.hidden))
     if args.base:
         model.load_state_dict(torch.load(args.base, weights_only=True))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -418,6 +419,14 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="start from these torch weights (model.pt)")
     parser.add_argument("--steps", type=int, default=12_000, help="batches to train")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs=4,
+        default=[32, 64, 96, 128],
+        help="the four conv blocks' channels (the shipped model's by default)",
+    )
+    parser.add_argument("--hidden", type=int, default=128, help="the GRU's hidden size")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
     parser.add_argument("--warmup", type=int, default=300, help="warm-up steps")
     parser.add_argument("--seed", type=int, default=0)

@@ -25,27 +25,52 @@ from capgate.ocr.engine import DEFAULT_MODEL, ModelSpec, open_image, preprocess
 from capgate.ocr.model_files import resolve_base, split_holdout
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """The CRNN's widths: the channels of its four conv blocks and the GRU's hidden size.
+    The shipped model has the defaults; a wider one records its own in model.json
+    ("architecture"), so that fine-tuning can rebuild it from its `.pt`."""
+
+    channels: tuple[int, int, int, int] = (32, 64, 96, 128)
+    hidden: int = 128
+
+    @classmethod
+    def of(cls, document: dict[str, object]) -> Architecture:
+        """The architecture a model.json describes (the defaults if it names none)."""
+        found = document.get("architecture")
+        if not isinstance(found, dict):
+            return cls()
+        a, b, c, d = (int(x) for x in found["channels"])
+        return cls((a, b, c, d), int(found["hidden"]))
+
+    def to_json(self) -> dict[str, object]:
+        return {"channels": list(self.channels), "hidden": self.hidden}
+
+
 class CRNN(nn.Module):  # type: ignore[misc]  # torch is typed as Any here
     """Conv feature extractor down to height 2, a bidirectional GRU, a linear classifier."""
 
-    def __init__(self, classes: int) -> None:
+    def __init__(self, classes: int, architecture: Architecture | None = None) -> None:
         super().__init__()
+        arch = architecture or Architecture()
+        a, b, c, d = arch.channels
 
         def block(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
         self.features = nn.Sequential(
-            *block(1, 32),
+            *block(1, a),
             nn.MaxPool2d(2),  # 16 x 56
-            *block(32, 64),
+            *block(a, b),
             nn.MaxPool2d(2),  # 8 x 28
-            *block(64, 96),
+            *block(b, c),
             nn.MaxPool2d((2, 1)),  # 4 x 28
-            *block(96, 128),
+            *block(c, d),
             nn.MaxPool2d((2, 1)),  # 2 x 28
         )
-        self.rnn = nn.GRU(128 * 2, 128, bidirectional=True, batch_first=True)
-        self.classifier = nn.Linear(256, classes)
+        self.rnn = nn.GRU(d * 2, arch.hidden, bidirectional=True, batch_first=True)
+        self.classifier = nn.Linear(arch.hidden * 2, classes)
+        self.architecture = arch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (N, T, classes) for images of shape (N, 1, H, W)."""
@@ -96,7 +121,14 @@ def export(model: CRNN, out: Path, spec: ModelSpec, meta: dict[str, object]) -> 
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         _export_onnx(model, out, spec)
-    document = {"height": spec.height, "width": spec.width, "charset": spec.charset, **meta}
+    document: dict[str, object] = {
+        "height": spec.height,
+        "width": spec.width,
+        "charset": spec.charset,
+        **meta,
+    }
+    if model.architecture != Architecture():
+        document["architecture"] = model.architecture.to_json()
     (out / "model.json").write_text(json.dumps(document, indent=2) + "\n")
 
 
@@ -202,7 +234,8 @@ def finetune(
         return torch.from_numpy(np.stack(arrays))
 
     x_train, x_test = tensors(train), tensors(test)
-    model = CRNN(len(spec.charset) + 1)
+    architecture = Architecture.of(json.loads(base.with_suffix(".json").read_text()))
+    model = CRNN(len(spec.charset) + 1, architecture)
     model.load_state_dict(torch.load(base.with_suffix(".pt"), weights_only=True))
 
     def evaluate() -> tuple[float, float]:
