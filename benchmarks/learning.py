@@ -171,7 +171,7 @@ def main() -> int:
     parser.add_argument("--measure", type=int, default=1000, help="captchas measured after")
     parser.add_argument("--minutes", type=float, default=10.0, help="time to learn it in")
     parser.add_argument("--min-labels", type=int, default=700, help="learning_min_labels")
-    parser.add_argument("--epochs", type=int, default=10, help="learning_epochs")
+    parser.add_argument("--epochs", type=int, default=20, help="learning_epochs")
     parser.add_argument("--threads", type=int, default=2, help="learning_threads")
     parser.add_argument("--min-confidence", type=float, default=0.9, help="ocr_min_confidence")
     parser.add_argument("--price", default="0.001", help="the upstream's price per captcha, USD")

@@ -165,7 +165,7 @@ class Settings:
     learning_target: float = 0.97
     learning_audit_share: float = 0.02
     learning_audit_window: int = 100
-    learning_epochs: int = 10
+    learning_epochs: int = 20  # augmented passes (ocr/augment.py)
     learning_threads: int = 1
     learning_jobs: bool = True
     learning_check_seconds: float = 30.0

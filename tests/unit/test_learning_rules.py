@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from capgate.learning.rules import (
+    Agreement,
     Threshold,
+    choose_agreement,
     choose_threshold,
     promotion,
     should_demote,
@@ -72,6 +74,46 @@ def test_the_target_sets_how_many_answers_a_threshold_needs() -> None:
     assert choose_threshold(nine, target=0.9) == Threshold(nine[-1][0], 1.0, 1.0, 9, 9, 9)
     assert choose_threshold(nine[:8], target=0.9) is None
     assert choose_threshold([(s, True) for s in descending(1000)], target=1.0) is None
+
+
+# --- choose_agreement ---------------------------------------------------------------------
+
+
+def test_agreeing_answers_under_the_threshold_stand_when_they_were_right() -> None:
+    over = [(s, True) for s in descending(60, top=0.99)]  # 60 right over the threshold
+    threshold = choose_threshold(over)
+    assert threshold is not None
+    under = [(0.5, True, True)] * 30 + [(0.4, False, False)] * 10  # 30 agree, all right
+    readings = [(score, ok, False) for score, ok in over] + under
+    threshold = Threshold(threshold.score, 1.0, 60 / 100, 60, 60, 100)
+    assert choose_agreement(readings, threshold) == Agreement(1.0, 30, 30, 0.9)
+    # Answers over the threshold count once, agreeing or not.
+    readings = [(score, ok, True) for score, ok in over] + under
+    assert choose_agreement(readings, threshold) == Agreement(1.0, 30, 30, 0.9)
+
+
+def test_agreement_is_refused_when_agreeing_answers_were_wrong_too_often() -> None:
+    over = [(0.99, True)] * 60
+    threshold = Threshold(0.99, 1.0, 0.6, 60, 60, 100)
+    # 28 of 30 right: 93% < 97%, however right the answers over the threshold were.
+    under = [(0.5, True, True)] * 28 + [(0.5, False, True)] * 2 + [(0.3, False, False)] * 10
+    readings = [(score, ok, False) for score, ok in over] + under
+    assert choose_agreement(readings, threshold) is None
+    # None agreed: nothing to stand on.
+    assert choose_agreement([(score, ok, False) for score, ok in over], threshold) is None
+
+
+def test_agreement_keeps_every_kept_answer_at_the_target() -> None:
+    # The threshold's own answers are at the edge (33 right of 34, 97.1% by the cautious
+    # count); 40 agreeing answers all right still leave the whole at 73/75 = 97.3%.
+    threshold = Threshold(0.9, 33 / 34, 0.34, 34, 33, 100)
+    under = [(0.5, True, True)] * 40 + [(0.3, False, False)] * 26
+    readings = [(0.95, True, False)] * 33 + [(0.95, False, False)] + under
+    assert choose_agreement(readings, threshold) == Agreement(1.0, 40, 40, 0.74)
+    # With 31 right of 33 over it, the whole would fall under: refused.
+    threshold = Threshold(0.9, 31 / 33, 0.33, 33, 31, 100)
+    readings = [(0.95, True, False)] * 31 + [(0.95, False, False)] * 2 + under
+    assert choose_agreement(readings, threshold) is None
 
 
 # --- promotion --------------------------------------------------------------------------

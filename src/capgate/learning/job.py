@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capgate.learning.rules import choose_threshold, promotion
+from capgate.learning.rules import choose_agreement, choose_threshold, promotion
 from capgate.ocr.dataset import Labelled, split
 from capgate.ocr.engine import DEFAULT_MODEL, OcrEngine
 from capgate.ocr.model_files import ModelFileError, resolve_base
@@ -71,7 +71,7 @@ async def train_site(
     *,
     model: Path | None = None,
     engines: Sequence[str] = ("capgate",),
-    epochs: int = 10,
+    epochs: int = 20,
     threads: int = 1,
     target: float = 0.97,
     now: Callable[[], float] = time.time,
@@ -133,15 +133,29 @@ async def train_site(
             accuracy_before=round(report.accuracy_before, 4),
             accuracy_after=round(report.accuracy_after, 4),
         )
-        scored = await asyncio.to_thread(
-            _read_candidate, candidate / "model.onnx", scoring, threads
-        )
+        readings = await asyncio.to_thread(_readings, candidate / "model.onnx", scoring, threads)
+        scored = [
+            (score, _right(text, s.label))
+            for (score, text), s in zip(readings, scoring, strict=True)
+        ]
         candidate_right = sum(ok for _, ok in scored)
-        current_name, current_right = await _read_current(
-            store, site, scoring, folder, model, engines, threads, log
+        generalists, chain_texts = await _read_generalists(
+            store, scoring, folder, model, engines, threads
+        )
+        current = await _read_own_model(store, site, scoring, folder, threads, log)
+        current_name, current_right = current or (
+            generalists,
+            sum(_right(text, s.label) for text, s in zip(chain_texts, scoring, strict=True)),
         )
         threshold = choose_threshold(scored, target)
         promoted, reason = promotion(candidate_right, current_right, len(scoring), threshold)
+        agreement = None
+        if threshold is not None:
+            agreeing = [
+                (score, ok, bool(text) and text.lower() == chain.lower())
+                for (score, ok), (_, text), chain in zip(scored, readings, chain_texts, strict=True)
+            ]
+            agreement = choose_agreement(agreeing, threshold, target)
         figures.update(
             candidate_right=candidate_right,
             current_right=current_right,
@@ -151,6 +165,11 @@ async def train_site(
             kept=0 if threshold is None else threshold.kept,
             coverage=0.0 if threshold is None else round(threshold.coverage, 4),
             precision=None if threshold is None else round(threshold.precision, 4),
+            # Answers under the threshold that stand where the generalists read the same
+            # (solvers/ocr.py); None: they go upstream.
+            agreement_precision=None if agreement is None else round(agreement.precision, 4),
+            agreed=0 if agreement is None else agreement.agreed,
+            coverage_with_agreement=None if agreement is None else round(agreement.coverage, 4),
             seconds=round(time.monotonic() - started, 1),
         )
         log(
@@ -211,63 +230,83 @@ def _finetune(
     )
 
 
+def _readings(onnx: Path, scoring: Sequence[Labelled], threads: int) -> list[tuple[float, str]]:
+    """(raw score, text) of a model's reading of each held-out image."""
+    engine = OcrEngine(onnx, threads=threads, calibrated=False)
+    read: list[tuple[float, str]] = []
+    for i in range(0, len(scoring), READ_BATCH):
+        results = engine.read_batch([s.image for s in scoring[i : i + READ_BATCH]])
+        read.extend((r.confidence, r.text) for r in results)
+    return read
+
+
 def _read_candidate(
     onnx: Path, scoring: Sequence[Labelled], threads: int
 ) -> list[tuple[float, bool]]:
     """(raw score, right) of the candidate's reading of each held-out image."""
-    engine = OcrEngine(onnx, threads=threads, calibrated=False)
-    scored: list[tuple[float, bool]] = []
-    for i in range(0, len(scoring), READ_BATCH):
-        part = scoring[i : i + READ_BATCH]
-        results = engine.read_batch([s.image for s in part])
-        scored.extend(
-            (r.confidence, _right(r.text, s.label)) for r, s in zip(results, part, strict=True)
-        )
-    return scored
+    return [
+        (score, _right(text, s.label))
+        for (score, text), s in zip(_readings(onnx, scoring, threads), scoring, strict=True)
+    ]
 
 
 def _count_model(onnx: Path, scoring: Sequence[Labelled], threads: int) -> int:
     return sum(ok for _, ok in _read_candidate(onnx, scoring, threads))
 
 
-def _count_chain(
+def _chain_texts(
     names: Sequence[str], model: Path | None, scoring: Sequence[Labelled], threads: int
-) -> int:
+) -> list[str]:
     from capgate.ocr.chain import build
 
     chain = build(names, model, threads=threads)
-    right = 0
+    texts: list[str] = []
     for s in scoring:
-        with contextlib.suppress(ValueError):  # an image an engine cannot take: not right
-            right += _right(chain.read(s.image).text, s.label)
-    return right
+        try:
+            texts.append(chain.read(s.image).text)
+        except ValueError:  # an image an engine cannot take: no answer
+            texts.append("")
+    return texts
 
 
-async def _read_current(
+async def _read_generalists(
     store: SiteStore,
-    site: str,
     scoring: Sequence[Labelled],
     folder: Path,
     model: Path | None,
     engines: Sequence[str],
     threads: int,
-    log: Callable[[str], None],
-) -> tuple[str, int]:
-    """The site's current engine (named) and how many held-out images it reads right."""
-    serving = await store.serving_models()
-    own = serving.get(site)
-    if own is not None:
-        onnx = await _fetch(store, own.site, own.version, folder / "current")
-        if onnx is not None:
-            right = await asyncio.to_thread(_count_model, onnx, scoring, threads)
-            return f"site model v{own.version}", right
-        log(f"site {site}: its model version {own.version} has no files; scoring the generalists")
+) -> tuple[str, list[str]]:
+    """The generalist chain (named) as the server runs it, and its reading of each
+    held-out image: the site's engine while it has no model of its own, and the second
+    key of a site model's answers under its threshold (rules.choose_agreement)."""
     generalist = model
-    default = serving.get(DEFAULT_SITE)
+    default = (await store.serving_models()).get(DEFAULT_SITE)
     if generalist is None and default is not None and "capgate" in engines:
         generalist = await _fetch(store, DEFAULT_SITE, default.version, folder / "generalist")
-    right = await asyncio.to_thread(_count_chain, engines, generalist, scoring, threads)
-    return "+".join(engines), right
+    texts = await asyncio.to_thread(_chain_texts, engines, generalist, scoring, threads)
+    return "+".join(engines), texts
+
+
+async def _read_own_model(
+    store: SiteStore,
+    site: str,
+    scoring: Sequence[Labelled],
+    folder: Path,
+    threads: int,
+    log: Callable[[str], None],
+) -> tuple[str, int] | None:
+    """The site's serving model (named) and how many held-out images it reads right;
+    None if it has none (the generalists are then its engine)."""
+    own = (await store.serving_models()).get(site)
+    if own is None:
+        return None
+    onnx = await _fetch(store, own.site, own.version, folder / "current")
+    if onnx is None:
+        log(f"site {site}: its model version {own.version} has no files; scoring the generalists")
+        return None
+    right = await asyncio.to_thread(_count_model, onnx, scoring, threads)
+    return f"site model v{own.version}", right
 
 
 async def _fetch(store: SiteStore, site: str, version: int, folder: Path) -> Path | None:
@@ -300,7 +339,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engines", default="auto", help="the generalist engines, comma-separated (default: auto)"
     )
-    p.add_argument("--epochs", type=int, default=10, help="passes (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=20, help="passes (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default: %(default)s)")
     p.add_argument("--target", type=float, default=0.97, help="precision (default: %(default)s)")
     p.add_argument(

@@ -46,6 +46,41 @@ def choose_threshold(
     return best
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """Answers a site model scored under its threshold that stand all the same because the
+    generalist engines read the same text: how they did on the held-out images. `agreed`
+    of the held-out images were such answers, `right` of them right; `coverage`: the share
+    of the held-out images answered locally with them (over the threshold, or agreeing)."""
+
+    precision: float
+    agreed: int
+    right: int
+    coverage: float
+
+
+def choose_agreement(
+    readings: Sequence[tuple[float, bool, bool]], threshold: Threshold, target: float = 0.97
+) -> Agreement | None:
+    """Whether agreement may stand in for the score: `readings` has one (raw score,
+    answer right, the generalists read the same) triple per held-out image. Two engines
+    that were trained apart and read the same text are rarely both wrong, so the answers
+    under the threshold where they agree can go without upstream, if on the held-out
+    images those were right at least `target` of the time, and every answer kept (over
+    the threshold or agreeing) still is by the cautious count of choose_threshold.
+    None if not, or if no answer under the threshold agreed."""
+    agreeing = [ok for score, ok, same in readings if same and not score >= threshold.score]
+    if not agreeing:
+        return None
+    right = sum(agreeing)
+    if right / len(agreeing) < target:
+        return None
+    if (threshold.right + right) / (threshold.kept + len(agreeing) + 1) < target:
+        return None
+    covered = (threshold.kept + len(agreeing)) / len(readings)
+    return Agreement(right / len(agreeing), len(agreeing), right, covered)
+
+
 def promotion(
     candidate_right: int, current_right: int, held_out: int, threshold: Threshold | None
 ) -> tuple[bool, str]:

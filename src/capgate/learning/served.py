@@ -16,9 +16,10 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from capgate.learning.sites import site_name
 from capgate.store.base import Store
@@ -38,6 +39,9 @@ class LocalModel:
     path: Path  # its model.onnx (model.json beside it)
     threshold: float
     precision: float
+    # How often its answers under the threshold were right where the generalists read the
+    # same (they then stand, solvers/ocr.py); None: they go upstream.
+    agreement: float | None = None
 
 
 class ServedModels:
@@ -159,7 +163,12 @@ class ServedModels:
                 return None
             await asyncio.to_thread(_write_model, target, *files)
         return LocalModel(
-            entry.site, entry.version, target / "model.onnx", entry.threshold, entry.precision
+            entry.site,
+            entry.version,
+            target / "model.onnx",
+            entry.threshold,
+            entry.precision,
+            _agreement(entry.scores),
         )
 
     def _folder_of(self, site: str) -> Path | None:
@@ -194,3 +203,12 @@ def _write_model(target: Path, onnx: bytes, spec: bytes) -> None:
         os.replace(partial, target)
     except OSError:  # Another process of this node wrote it first.
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def _agreement(scores: Mapping[str, Any]) -> float | None:
+    """The precision of agreeing answers a training job measured (learning.job), if any:
+    a number in (0, 1], else None (versions from before it, or nothing agreed)."""
+    value = scores.get("agreement_precision")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 < value <= 1 else None

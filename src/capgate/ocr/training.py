@@ -20,6 +20,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from capgate.ocr.augment import AUGMENTATION, Augmentation
 from capgate.ocr.dataset import Labelled
 from capgate.ocr.engine import DEFAULT_MODEL, ModelSpec, open_image, preprocess
 from capgate.ocr.model_files import resolve_base, split_holdout
@@ -191,6 +192,7 @@ def finetune(
     holdout: float = 0.2,
     threads: int = 2,
     seed: int = 0,
+    augmentation: Augmentation | None = AUGMENTATION,
     log: Callable[[str], None] = _print,
     progress_every: float = 15.0,
     clock: Callable[[], float] = time.monotonic,
@@ -198,6 +200,7 @@ def finetune(
     """Fine-tune the model at `base` (a model folder or its .onnx, with its .json and its
     torch weights .pt beside it) on `samples`, holding out `holdout` of them; write the
     epoch that read the held-out images best (the starting model if none beat it) to `out`.
+    Each training batch goes through `augmentation` (None: as they are; see augment.py).
 
     `log` gets plain lines: the settings, one line per epoch and, at least every
     `progress_every` seconds within an epoch, one with the step, each with an ETA.
@@ -221,7 +224,8 @@ def finetune(
         )
     log(
         f"fine-tuning {base} on {len(train)} images, {len(test)} held out ({holdout:.0%});"
-        f" epochs {epochs}, batch {batch}, lr {lr:g}, seed {seed}, threads {threads}"
+        f" epochs {epochs}, batch {batch}, lr {lr:g}, seed {seed}, threads {threads},"
+        f" augmentation {'on' if augmentation else 'off'}"
     )
 
     def tensors(part: Sequence[Labelled]) -> torch.Tensor:
@@ -268,6 +272,7 @@ def finetune(
         optimizer, max_lr=lr, total_steps=max(total_steps, 10), pct_start=0.2
     )
     generator = torch.Generator().manual_seed(seed)
+    changes = torch.Generator().manual_seed(seed + 1)  # the augmentation's own draws
     model.train()
     training_started = last_line = clock()
 
@@ -289,7 +294,10 @@ def finetune(
         total = 0.0
         for step in range(steps):
             idx = order[step * batch : (step + 1) * batch]
-            loss = ctc_loss(model, x_train[idx], [train[i].label for i in idx], spec.charset)
+            images = x_train[idx]
+            if augmentation is not None:
+                images = augmentation(images, changes)
+            loss = ctc_loss(model, images, [train[i].label for i in idx], spec.charset)
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -330,6 +338,7 @@ def finetune(
             "batch": batch,
             "lr": lr,
             "seed": seed,
+            "augmentation": augmentation is not None,
             "accuracy_before": round(before, 4),
             "accuracy_after": round(after, 4),
         }

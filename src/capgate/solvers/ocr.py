@@ -70,12 +70,15 @@ def _die_with_parent() -> None:
 @dataclass(frozen=True)
 class SiteRead:
     """A site model to try first: its file, the raw score at or above which its answer
-    stands, the confidence such an answer gets, its registry version."""
+    stands, the confidence such an answer gets, its registry version, and the confidence
+    of an answer under the threshold that the generalist chain read the same (None: such
+    answers do not stand; see learning.rules.choose_agreement)."""
 
     path: Path
     threshold: float
     precision: float
     version: int
+    agreement: float | None = None
 
 
 def _read(
@@ -94,6 +97,10 @@ def _read(
         result = engine.read(image, constraints=constraints)  # ValueError: not an image
         if result.text and result.confidence >= site.threshold:
             return result.text, site.precision, site.version
+        answer = _chain.read(image, constraints)
+        if site.agreement is not None and result.text.lower() == answer.text.lower() != "":
+            return result.text, site.agreement, site.version  # the site's own case
+        return answer.text, answer.confidence, None
     answer = _chain.read(image, constraints)
     return answer.text, answer.confidence, None
 
@@ -226,7 +233,9 @@ class OcrSolver(Solver):
             )
             local = self.served.get(site_name)
             if local is not None:
-                site = SiteRead(local.path, local.threshold, local.precision, local.version)
+                site = SiteRead(
+                    local.path, local.threshold, local.precision, local.version, local.agreement
+                )
         loop = asyncio.get_running_loop()
         try:
             text, confidence, version = await loop.run_in_executor(
