@@ -255,7 +255,7 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
 
 
 async def _with_store(settings: Settings) -> Store:
-    store = store_from_url(settings.store, settings.data)
+    store = store_from_url(settings.store, settings.data, durability=settings.durability)
     await store.open()
     return store
 

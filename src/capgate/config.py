@@ -72,6 +72,10 @@ class Settings:
     port: int = 8080
     data: Path = Path("capgate-data")
     store: str = "sqlite"
+    # What an acknowledged write survives: "process" (a crash of the server process) or
+    # "power" (a power loss or kernel crash too: each commit is fsync'd before any client
+    # is answered). SQLite only; see docs/guarantees.md.
+    durability: str = "process"
     # Rules from the seed documents.
     retention_seconds: float = 24 * 3600.0
     max_polls: int = 120
@@ -243,12 +247,36 @@ def load_settings(
     except ValueError as exc:
         raise ValueError(f"callback_allow_networks: {exc}") from None
     _check_learning(settings)
+    _check_durability(settings)
     for where, policy in [("routing_policy", settings.routing_policy)] + [
         (f"key_policies.{name}", policy) for name, policy in settings.key_policies.items()
     ]:
         if policy not in POLICIES:
             raise ValueError(f"{where}: unknown policy {policy!r} (known: {', '.join(POLICIES)})")
     return settings
+
+
+DURABILITIES = ("process", "power")
+
+
+def _check_durability(settings: Settings) -> None:
+    """Refuse a durability no store here can give, so the start stops on it."""
+    if settings.durability not in DURABILITIES:
+        raise ValueError(
+            f"durability: unknown value {settings.durability!r} (known: {', '.join(DURABILITIES)})"
+        )
+    if settings.durability == "power":
+        store = settings.store
+        if store.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                'durability = "power" applies to the SQLite store only: with Redis, Redis\'s own'
+                " persistence governs it (appendonly yes, appendfsync always); leave durability"
+                ' at "process"'
+            )
+        if store == "memory":
+            raise ValueError(
+                'durability = "power" cannot be met by the memory store (it keeps nothing)'
+            )
 
 
 def _check_learning(settings: Settings) -> None:

@@ -116,3 +116,37 @@ def test_bad_provider_config_is_named(tmp_path: Path, text: str, message: str) -
     config.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_settings(config, env={})
+
+
+@pytest.mark.parametrize("store", ["sqlite", "sqlite:///var/lib/capgate/tasks.db"])
+def test_power_durability_is_for_sqlite(store: str) -> None:
+    settings = load_settings(env={"CAPGATE_DURABILITY": "power", "CAPGATE_STORE": store})
+    assert settings.durability == "power"
+    assert load_settings(env={}).durability == "process"
+
+
+@pytest.mark.parametrize(
+    ("durability", "store", "message"),
+    [
+        ("disk", "sqlite", r"durability: unknown value 'disk' \(known: process, power\)"),
+        ("power", "redis://localhost:6379/0", "appendfsync always"),
+        ("power", "rediss://redis:6380/0", "SQLite store only"),
+        ("power", "memory", "memory store"),
+    ],
+)
+def test_durability_the_store_cannot_give_is_refused(
+    durability: str, store: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_settings(env={"CAPGATE_DURABILITY": durability, "CAPGATE_STORE": store})
+
+
+def test_store_from_url_refuses_power_without_sqlite(tmp_path: Path) -> None:
+    from capgate.store import SqliteStore, store_from_url
+
+    store = store_from_url("sqlite", tmp_path, durability="power")
+    assert isinstance(store, SqliteStore) and store.durability == "power"
+    with pytest.raises(ValueError, match="needs the SQLite store"):
+        store_from_url("memory", tmp_path, durability="power")
+    with pytest.raises(ValueError, match="unknown value"):
+        store_from_url("sqlite", tmp_path, durability="battery")

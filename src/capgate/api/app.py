@@ -114,7 +114,10 @@ class App:
         self.settings = settings
         self.clock = clock
         self.store = store or store_from_url(
-            settings.store, settings.data, server_time=not settings.test_clock
+            settings.store,
+            settings.data,
+            server_time=not settings.test_clock,
+            durability=settings.durability,
         )
         # The registry's models, followed by every node that solves (docs/learning.md).
         self.served = ServedModels(

@@ -11,16 +11,21 @@ from capgate.store.sqlite import SqliteStore
 __all__ = ["MemoryStore", "SqliteStore", "Store", "store_from_url"]
 
 
-def store_from_url(url: str, data_dir: Path, *, server_time: bool = True) -> Store:
+def store_from_url(
+    url: str, data_dir: Path, *, server_time: bool = True, durability: str = "process"
+) -> Store:
     """Build the store a URL names: 'sqlite' (the default file under the data directory),
     'sqlite:///path/to/file.db', 'redis://host:port/db', or 'memory'.
 
     `server_time`: a shared store measures time by its own clock (Redis' TIME); off for a
-    server whose clock the tests move."""
+    server whose clock the tests move. `durability`: "process", or "power" (every commit
+    fsync'd before it is answered; the SQLite store only, see docs/guarantees.md)."""
     if url in ("", "sqlite"):
-        return SqliteStore(data_dir / "capgate.db")
+        return SqliteStore(data_dir / "capgate.db", durability)
     if url.startswith("sqlite:///"):
-        return SqliteStore(Path(url.removeprefix("sqlite:///")))
+        return SqliteStore(Path(url.removeprefix("sqlite:///")), durability)
+    if durability != "process":
+        raise ValueError(f'durability = "{durability}" needs the SQLite store')
     if url == "memory":
         return MemoryStore()
     if url.startswith(("redis://", "rediss://", "unix://")):

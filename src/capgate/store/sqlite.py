@@ -6,6 +6,15 @@ statement that only moves a row out of the states it may leave, inside one trans
 it is committed before the caller answers its client: with WAL and synchronous=NORMAL a
 committed task survives a crash of the process (not a power loss; see docs/guarantees).
 
+With durability="power" every commit is also on disk before the caller answers: the
+connection runs synchronous=FULL (SQLite fsyncs the WAL inside each COMMIT), except for
+the createTask batches, the hot path. Each batch commits on the loop thread without the
+fsync; a thread of its own fsyncs the WAL while the loop serves other requests and
+commits the next batches, and a batch is answered only once an fsync that began after its
+commit has returned. Batches committed during one fsync share the next (group commit).
+Other connections' readers, and this one's, may see a batch before its fsync: only its
+callers' answers wait for it.
+
 Checkpoints (copying the WAL back into the database file, with its fsync) run on a thread
 of their own, not inside whichever commit crosses SQLite's threshold: a task's commit
 never waits on one.
@@ -14,16 +23,20 @@ never waits on one.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import secrets
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgspec
 
+from capgate.config import DURABILITIES
 from capgate.model import (
     CapgateError,
     ErrorCode,
@@ -61,6 +74,8 @@ from capgate.store.sites import (
     SiteLabel,
     SiteModel,
 )
+
+log = logging.getLogger("capgate.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -396,6 +411,10 @@ class _NewTask(NamedTuple):
     max_in_flight: int
 
 
+# A batch of creates and what each of them came to, once committed.
+_Batch = list[tuple[_NewTask, asyncio.Future[Task]]]
+_Outcomes = list[Task | CapgateError]
+
 # Tasks kept as last read (a Task without its body is about 1 KB).
 _READ_CACHE_SIZE = 4096
 _CHECKPOINT_SECONDS = 0.25
@@ -404,11 +423,27 @@ _CHECKPOINT_SECONDS = 0.25
 class SqliteStore(Store):
     """Tasks and keys in one SQLite database file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, durability: str = "process") -> None:
+        """`durability`: what an answered write survives, "process" (a crash of the
+        process) or "power" (a power loss too: every commit is fsync'd before it returns)."""
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability: unknown value {durability!r} (known: process, power)")
         self.path = Path(path)
+        self.durability = durability
         self._db: sqlite3.Connection | None = None
         # Creates waiting for the next group commit, with the futures that answer them.
-        self._creates: list[tuple[_NewTask, asyncio.Future[Task]]] = []
+        self._creates: _Batch = []
+        # durability="power": batches committed and waiting for the WAL's next fsync, the
+        # fsync running now (one at a time), the thread that runs it, the WAL it opened
+        # (its descriptor, device and inode).
+        self._unsynced: list[tuple[_Batch, _Outcomes]] = []
+        self._syncing: asyncio.Future[None] | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._wal: tuple[int, int, int] | None = None
+        # The fsync error that broke the promise: every create after it is refused.
+        self._sync_failed: BaseException | None = None
+        # SQLite names the WAL after the database file, its links followed.
+        self._wal_path = os.path.realpath(self.path) + "-wal"
         # Tasks as last read, for polls (see get_task), and None for ids found missing.
         # This connection's writes drop the tasks they touch (its inserts, the new ids);
         # another connection's commit changes SQLite's data_version, which drops them all.
@@ -425,7 +460,9 @@ class SqliteStore(Store):
         # must be one; single statements commit on their own.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
+        # FULL: every COMMIT fsyncs the WAL before it returns (the createTask batches
+        # are synced by the sync thread instead; see _commit_creates).
+        db.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'power' else 'NORMAL'}")
         db.execute("PRAGMA busy_timeout = 5000")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA wal_autocheckpoint = 0")  # The checkpointer thread does it.
@@ -443,8 +480,21 @@ class SqliteStore(Store):
             target=self._checkpoint_forever, name="capgate-sqlite-checkpoint", daemon=True
         )
         self._checkpointer.start()
+        self._sync_failed = None
+        if self.durability == "power":
+            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="capgate-sqlite-sync")
 
     async def close(self) -> None:
+        if self._creates:  # Creates of this loop turn: committed (and answered) now.
+            self._commit_creates()
+        while self._syncing is not None:  # Answer the batches being synced, and the next.
+            await asyncio.wait([self._syncing])
+        if self._syncer is not None:
+            self._syncer.shutdown()
+            self._syncer = None
+        if self._wal is not None:
+            os.close(self._wal[0])
+            self._wal = None
         if self._checkpointer is not None:
             self._closing.set()
             self._checkpointer.join()
@@ -545,6 +595,10 @@ class SqliteStore(Store):
         that turn; each caller is answered only after the commit. A commit costs far
         more than the statements (about 120 µs against 20 µs here), so under load this
         is what keeps createTask fast while every acknowledged task is committed.
+
+        With durability="power" each caller is answered only after the WAL was fsync'd
+        too, off the loop (see _sync_creates): while one fsync runs, the loop keeps
+        serving and the batches it commits meanwhile share the next fsync.
         """
         loop = asyncio.get_running_loop()
         created: asyncio.Future[Task] = loop.create_future()
@@ -570,10 +624,16 @@ class SqliteStore(Store):
 
     def _commit_creates(self) -> None:
         batch, self._creates = self._creates, []
-        db = self.db
-        outcomes: list[Task | CapgateError] = []
+        if not batch:  # close() committed them already.
+            return
+        outcomes: _Outcomes = []
+        power = self.durability == "power"
         try:
-            with _transaction(db):
+            if self._sync_failed is not None:  # What is committed may not reach the disk.
+                raise OSError(f"an fsync of the WAL failed ({self._sync_failed}); restart")
+            db = self.db
+            # "power": no fsync inside this COMMIT, on the loop; _sync_creates does it.
+            with _no_fsync_in_commit(db) if power else nullcontext(), _transaction(db):
                 for new, _ in batch:
                     try:
                         outcomes.append(self._insert(new))
@@ -586,13 +646,70 @@ class SqliteStore(Store):
             return
         # The new ids may have been read as missing (a client guessing ahead).
         self._changed(task.id for task in outcomes if isinstance(task, Task))
-        for (_, created), outcome in zip(batch, outcomes, strict=True):
-            if created.done():  # The caller went away; its task stands all the same.
-                continue
-            if isinstance(outcome, CapgateError):
-                created.set_exception(outcome)
-            else:
-                created.set_result(outcome)
+        if not power:
+            _answer(batch, outcomes)
+            return
+        self._unsynced.append((batch, outcomes))
+        if self._syncing is None:
+            self._sync_creates()
+
+    def _sync_creates(self) -> None:
+        """fsync the WAL on the sync thread, then answer every batch committed before it
+        began. Batches committed while it runs wait for the next one: one at a time, so
+        under load each fsync covers many batches (group commit across loop turns)."""
+        assert self._syncer is not None
+        waiting, self._unsynced = self._unsynced, []
+        syncing = asyncio.get_running_loop().run_in_executor(self._syncer, self._sync_wal)
+        self._syncing = syncing
+
+        def synced(done: asyncio.Future[None]) -> None:
+            self._syncing = None
+            failed = done.exception() if not done.cancelled() else RuntimeError("not synced")
+            if failed is not None:
+                # Linux may drop the pages that failed to write and report it once: a
+                # later fsync succeeding proves nothing, and the WAL's checksums chain
+                # each frame to the ones before. No create is acknowledged after this
+                # (batches committed meanwhile included) until the store is reopened.
+                log.error("fsync of %s failed: refusing creates until restart", self._wal_path)
+                self._sync_failed = failed
+                waiting.extend(self._unsynced)
+                self._unsynced = []
+            for batch, outcomes in waiting:
+                if failed is None:
+                    _answer(batch, outcomes)
+                    continue
+                # Committed but perhaps not on disk: answered as a failure ("try again");
+                # its tasks may stand all the same, as for a caller that went away.
+                for _, created in batch:
+                    if not created.done():
+                        created.set_exception(failed)
+            if self._unsynced:
+                self._sync_creates()
+
+        syncing.add_done_callback(synced)
+
+    def _sync_wal(self) -> None:
+        """On the sync thread: fsync the WAL file. Every frame written to it so far, by
+        any connection, is then on disk, which is what synchronous=FULL does inside a
+        COMMIT (fdatasync, as SQLite uses on Linux)."""
+        path = self._wal_path
+        found = os.stat(path)
+        if self._wal is None or self._wal[1:] != (found.st_dev, found.st_ino):
+            # A WAL file new to this store (SQLite keeps one while a connection is open;
+            # this is insurance): its name in the directory must be on disk too, as
+            # SQLite makes it on a WAL's first sync.
+            if self._wal is not None:
+                os.close(self._wal[0])
+                self._wal = None
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            opened = os.fstat(fd)
+            self._wal = (fd, opened.st_dev, opened.st_ino)
+            folder = os.open(os.path.dirname(path), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        os.fdatasync(self._wal[0])
 
     def _insert(self, new: _NewTask) -> Task:
         db, idempotency = self.db, new.idempotency
@@ -1005,15 +1122,38 @@ class SqliteStore(Store):
 
 
 @contextmanager
+def _no_fsync_in_commit(db: sqlite3.Connection) -> Iterator[None]:
+    """Commits inside do not fsync the WAL (synchronous=NORMAL): the caller fsyncs it
+    before answering anyone. FULL again on the way out, whatever happened."""
+    db.execute("PRAGMA synchronous = NORMAL")
+    try:
+        yield
+    finally:
+        db.execute("PRAGMA synchronous = FULL")
+
+
+def _answer(batch: _Batch, outcomes: _Outcomes) -> None:
+    """Answer each create of a committed batch with its task or its refusal."""
+    for (_, created), outcome in zip(batch, outcomes, strict=True):
+        if created.done():  # The caller went away; its task stands all the same.
+            continue
+        if isinstance(outcome, CapgateError):
+            created.set_exception(outcome)
+        else:
+            created.set_result(outcome)
+
+
+@contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     """One write transaction: committed on success, rolled back on any exception."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # The body failed, or COMMIT did (which leaves it open).
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 _encoder = msgspec.json.Encoder()
