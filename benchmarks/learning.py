@@ -170,7 +170,7 @@ def main() -> int:
     parser.add_argument("--upstream-max", type=int, default=700, help="paid answers to learn from")
     parser.add_argument("--measure", type=int, default=1000, help="captchas measured after")
     parser.add_argument("--minutes", type=float, default=10.0, help="time to learn it in")
-    parser.add_argument("--min-labels", type=int, default=700, help="learning_min_labels")
+    parser.add_argument("--min-labels", type=int, default=680, help="learning_min_labels")
     parser.add_argument("--epochs", type=int, default=20, help="learning_epochs")
     parser.add_argument("--threads", type=int, default=2, help="learning_threads")
     parser.add_argument("--min-confidence", type=float, default=0.9, help="ocr_min_confidence")
@@ -183,8 +183,9 @@ def main() -> int:
         try:
             sent = 0
             right_learning = 0
-            while gateway.upstream_answered() < args.upstream_max and sent < len(samples):
-                batch = samples[sent : sent + 50]
+            while (paid := gateway.upstream_answered()) < args.upstream_max and sent < len(samples):
+                # Each captcha costs at most one upstream answer: never more than the limit.
+                batch = samples[sent : sent + min(50, args.upstream_max - paid)]
                 right_learning += gateway.solve_all(batch)
                 sent += len(batch)
             paid = gateway.upstream_answered()
@@ -200,6 +201,10 @@ def main() -> int:
             print(
                 f"model: version {view.get('model_version')} at {promoted_at:.0f} s;"
                 f" history {json.dumps(view.get('history', [])[:2])}"
+            )
+            print(
+                f"held out: kept over its threshold {view.get('threshold_coverage')}, with"
+                f" agreement {view.get('agreement_coverage')}"
             )
             before, paid_before = view, gateway.upstream_answered()
             measured = samples[sent : sent + args.measure]

@@ -200,3 +200,16 @@ def test_training_is_due_at_the_minimum_and_then_at_each_growth() -> None:
     assert not training_due(549, 500, 500, growth=1.1)
     # Labels forgotten below the minimum: never due, whatever was trained before.
     assert not training_due(400, 500, 100)
+
+
+def test_the_held_out_evidence_keeps_one_early_miss_from_demoting() -> None:
+    # 98.3% right on its held-out labels: one miss in the first five audits stands...
+    assert should_demote([True, True, False, True, True])
+    assert not should_demote([True, True, False, True, True], prior=0.983)
+    # ... two do not, nor does a changed captcha, whose audits all fail, at the fifth.
+    assert should_demote([True, False, True, False, False], prior=0.983)
+    assert should_demote([False] * 5, prior=1.0)
+    assert not should_demote([False] * 4, prior=1.0)  # fewer than min_checks
+    # A model that keeps missing is demoted whatever its held-out figures.
+    assert should_demote([True] * 24 + [False] * 6, prior=1.0)
+    assert not should_demote([True] * 39 + [False], prior=0.983)

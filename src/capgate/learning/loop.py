@@ -210,7 +210,11 @@ class Learning:
         outcomes = await self.store.record_audit(
             site, version, agreed, self.clock.now(), settings.learning_audit_window, report
         )
-        if should_demote(outcomes, settings.learning_target):
+        # What its held-out labels showed counts too (rules.should_demote), while the
+        # version audited is the one this node serves.
+        served = self.served.get(site)
+        prior = served.precision if served is not None and served.version == version else None
+        if should_demote(outcomes, settings.learning_target, prior=prior):
             right = sum(outcomes)
             reason = (
                 f"{right} of its last {len(outcomes)} checked answers were right, under"

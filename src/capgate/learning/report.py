@@ -40,6 +40,9 @@ class SiteView(msgspec.Struct):
     local_share: float | None
     saved: int  # micro-units
     history: list[SiteEventView]
+    # The share of held-out images answered locally when agreeing answers under the
+    # threshold stand too (rules.choose_agreement; None: they do not).
+    agreement_coverage: float | None = None
 
 
 # The most sites shown (the dashboard, /metrics): those with the most answers.
@@ -80,6 +83,7 @@ async def gather_sites(store: Store, history: int = 10) -> list[SiteView]:
                 history=[
                     SiteEventView(e.at, e.kind, e.version, e.labels, e.reason) for e in events
                 ],
+                agreement_coverage=_fraction(model, "coverage_with_agreement"),
             )
         )
     return views
