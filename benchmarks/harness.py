@@ -64,9 +64,20 @@ def two_kilobyte_captcha() -> bytes:
     return out.getvalue()
 
 
-def start_capgate(store: str, data: Path, port: int) -> subprocess.Popen[bytes]:
+def start_capgate(
+    store: str,
+    data: Path,
+    port: int,
+    *,
+    server: str | None = None,
+    settings: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     """`capgate serve` pinned to core 0, local solving off (every task stays queued), the
-    bootstrap key KEY with a large balance and no poll cap; answering once this returns."""
+    bootstrap key KEY with a large balance and no poll cap; answering once this returns.
+
+    `server` picks the HTTP server (`serve --server`; default: capgate's default), and
+    `settings` adds settings by name, as CAPGATE_* variables (e.g. {"durability": "power"}).
+    """
     env = {
         **os.environ,
         "CAPGATE_BOOTSTRAP_KEY": KEY,
@@ -75,19 +86,21 @@ def start_capgate(store: str, data: Path, port: int) -> subprocess.Popen[bytes]:
         "CAPGATE_MAX_POLLS": "2000000000",
         "CAPGATE_LOG_LEVEL": "warning",
         "CAPGATE_STORE": store,
+        **{f"CAPGATE_{name.upper()}": value for name, value in (settings or {}).items()},
     }
-    server = subprocess.Popen(
+    choice = ["--server", server] if server else []
+    process = subprocess.Popen(
         pinned(0, [sys.executable, "-m", "capgate", "serve", "--port", str(port),
-                   "--data", str(data)]),
+                   "--data", str(data), *choice]),
         env=env,
     )  # fmt: skip
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz")
     except BaseException:
-        server.terminate()
-        server.wait()
+        process.terminate()
+        process.wait()
         raise
-    return server
+    return process
 
 
 def wrk(url: str, body: str, seconds: int, connections: int, workdir: Path) -> dict[str, float]:

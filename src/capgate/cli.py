@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
     )
+    serve.add_argument(
+        "--server",
+        choices=HTTP_SERVERS,
+        help="the HTTP server: granian (RSGI) or uvicorn (ASGI); default: the setting"
+        " http_server (granian)",
+    )
     serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="manage API keys")
@@ -263,13 +269,14 @@ async def _with_store(settings: Settings) -> Store:
 # --- serve ----------------------------------------------------------------------------
 
 
+HTTP_SERVERS = ("granian", "uvicorn")
+
+
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from capgate.api.app import App
-    from capgate.api.http import ReadDeadlineProtocol
-
     settings = _settings(args, host=args.host, port=args.port)
+    server = args.server or settings.http_server
+    if server not in HTTP_SERVERS:
+        raise CliError(f"http_server: unknown server {server!r} (known: {', '.join(HTTP_SERVERS)})")
     # Refused before anything is written: a guessable key, or limits that mean nothing.
     check_chosen_key("admin_key", settings.admin_key)
     check_chosen_key("CAPGATE_BOOTSTRAP_KEY", os.environ.get("CAPGATE_BOOTSTRAP_KEY", ""))
@@ -286,6 +293,32 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.store != "memory":
         asyncio.run(_bootstrap_key(settings))
     _announce_dashboard(settings)
+    if server == "granian":
+        return _serve_granian(args, settings)
+    return _serve_uvicorn(args, settings)
+
+
+def _serve_granian(args: argparse.Namespace, settings: Settings) -> int:
+    """granian, through its RSGI interface (capgate.api.rsgi)."""
+    from capgate.api import rsgi
+    from capgate.api.app import App
+
+    if args.workers == 1:
+        clock = OffsetClock() if settings.test_clock else SystemClock()
+        rsgi.serve(App(settings, clock))
+    else:
+        os.environ.update(settings_environment(args, settings))
+        rsgi.serve_workers(settings, args.workers)
+    return 0
+
+
+def _serve_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
+    """uvicorn, through ASGI (capgate.api.app), with capgate's read deadlines."""
+    import uvicorn
+
+    from capgate.api.app import App
+    from capgate.api.http import ReadDeadlineProtocol
+
     ReadDeadlineProtocol.configure(settings)
     options: dict[str, Any] = {
         "host": settings.host,

@@ -186,6 +186,9 @@ class Settings:
     request_read_timeout_seconds: float = 10.0
     keep_alive_seconds: float = 5.0
     max_connections: int = 1000
+    # The HTTP server of `capgate serve`: "granian" (its RSGI interface, capgate.api.rsgi)
+    # or "uvicorn" (ASGI); `serve --server` overrides it.
+    http_server: str = "granian"
 
     @property
     def callback_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

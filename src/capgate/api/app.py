@@ -269,36 +269,44 @@ class App:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
-        if len(path) > 1 and path.endswith("/"):
-            path = path.rstrip("/")
-        route = self.routes.find(path)
+        path, route = self.route(scope["path"])
         if route is None:
-            await send_response(send, _not_found(path))
+            await send_response(send, not_found(path))
             return
         try:
             body = await read_body(receive, self.settings.max_request_bytes)
         except ClientGone:
             return
         except BodyTooLarge:
-            limit = self.settings.max_request_bytes
-            error = CapgateError(
-                ErrorCode.REQUEST_TOO_LARGE, f"The request body is larger than {limit} bytes"
-            )
-            await send_response(send, route.on_error(error))
+            await send_response(send, self.too_large(route))
             return
-        rid = _header(scope, b"x-request-id") or f"{_ID_PREFIX}{next(_request_numbers):x}"
-        request_id.set(rid[:64])
+        begin_request(_header(scope, b"x-request-id"))
         client = scope.get("client")
         request = Request(
-            method=scope["method"],
-            path=path,
-            query=scope.get("query_string", b""),
-            headers=scope.get("headers", []),
-            body=body,
-            client_ip=client[0] if client else "",
+            scope["method"],
+            path,
+            scope.get("query_string", b""),
+            scope.get("headers", []),
+            body,
+            client[0] if client else "",
         )
         await send_response(send, await route.handler(request))
+
+    # --- what both servers share (this ASGI app, and capgate.api.rsgi) ---------------
+
+    def route(self, path: str) -> tuple[str, Route | None]:
+        """The route serving a request path (a trailing slash ignored), and that path."""
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
+        return path, self.routes.find(path)
+
+    def too_large(self, route: Route) -> Response:
+        """The route's answer to a body over max_request_bytes."""
+        limit = self.settings.max_request_bytes
+        error = CapgateError(
+            ErrorCode.REQUEST_TOO_LARGE, f"The request body is larger than {limit} bytes"
+        )
+        return route.on_error(error)
 
     # --- operational routes -----------------------------------------------------------
 
@@ -341,6 +349,12 @@ class App:
         return Response(msgspec.json.encode({"now": now}))
 
 
+def begin_request(sent_id: str) -> None:
+    """Name the request in this context's logs: the client's X-Request-Id (64 characters
+    at most), else one made here."""
+    request_id.set(sent_id[:64] if sent_id else f"{_ID_PREFIX}{next(_request_numbers):x}")
+
+
 def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -359,6 +373,6 @@ def _plain_error(error: CapgateError) -> Response:
     return Response(msgspec.json.encode({"error": error.description}), status=400)
 
 
-def _not_found(path: str) -> Response:
+def not_found(path: str) -> Response:
     error = CapgateError(ErrorCode.NO_SUCH_METHOD, f"There is no method at {path}")
     return Response(anticaptcha.render_error(error), status=404, content_type=JSON)

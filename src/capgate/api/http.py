@@ -37,19 +37,39 @@ class ClientGone(Exception):
     """The client disconnected before the request body was complete."""
 
 
-class Request(msgspec.Struct):
-    """One HTTP request with its body read in full."""
+class Request:
+    """One HTTP request with its body read in full.
 
-    method: str
-    path: str
-    query: bytes
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    client_ip: str
+    A plain class, not a struct: the RSGI server's requests (capgate.api.rsgi) read their
+    headers from the server only when a handler asks for one.
+    """
+
+    __slots__ = ("_headers", "body", "client_ip", "method", "path", "query")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        client_ip: str,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self._headers = headers
+        self.body = body
+        self.client_ip = client_ip
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Every header as (lower-case name, value), in the order sent."""
+        return self._headers
 
     def header(self, name: bytes) -> bytes | None:
         """The first header of this (lower-case) name, if any."""
-        for key, value in self.headers:
+        for key, value in self._headers:
             if key == name:
                 return value
         return None

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from capgate.api.http import Request, Response
-from capgate.api.routing import ErrorRenderer, Handler, Route, Routes, guarded, post_only
+from capgate.api.routing import ErrorRenderer, Handler, Route, Routes, guarded
 from capgate.config import Settings
 from capgate.dialects.base import ImageGroups, JsonDialect, StatsDialect
 from capgate.images import check_image
@@ -157,6 +157,19 @@ def _app_id_field(body: bytes) -> bool:
     return _top_level_string(body, "appId") is not None
 
 
+_image_groups: dict[int, ImageGroups | None] = {}
+
+
+def _groups_of(dialect: JsonDialect) -> ImageGroups | None:
+    """The dialect as ImageGroups if it is one. Asked once per dialect module: an
+    isinstance check against a runtime-checkable Protocol walks its members every time,
+    and was a third of a getTaskResult's server time."""
+    key = id(dialect)  # Dialects are modules: they live as long as the process.
+    if key not in _image_groups:
+        _image_groups[key] = dialect if isinstance(dialect, ImageGroups) else None
+    return _image_groups[key]
+
+
 def _error_renderer(dialect: JsonDialect) -> ErrorRenderer:
     def on_error(error: CapgateError) -> Response:
         return Response(dialect.render_error(error))
@@ -175,14 +188,15 @@ def json_handlers(
 
     `origin` names, for a stored task, another dialect its results are answered in.
     """
+    own_groups = _groups_of(dialect)
 
     async def create_task(request: Request) -> Response:
         create = dialect.parse_create(request.body)
         key = await service.authenticate(create.client_key, request.client_ip)
-        if isinstance(dialect, ImageGroups):
-            specs = dialect.parse_tasks(create.task)
+        if own_groups is not None:
+            specs = own_groups.parse_tasks(create.task)
             if len(specs) > 1:
-                return await create_group(request, key, dialect, specs)
+                return await create_group(request, key, own_groups, specs)
             spec = specs[0]
         else:
             spec = dialect.parse_task(create.task)
@@ -240,13 +254,19 @@ def json_handlers(
         key = await service.authenticate(client_key, request.client_ip)
         task = await service.get_result(key, task_id)
         wait = min(_wait_seconds(request.body), settings.max_wait_seconds)
-        speaker = (origin(task) if origin is not None else None) or dialect
-        others = speaker.group_of(task) if isinstance(speaker, ImageGroups) else []
+        speaker, groups = dialect, own_groups
+        if origin is not None:
+            other_speaker = origin(task)
+            if other_speaker is not None:
+                speaker, groups = other_speaker, _groups_of(other_speaker)
+        others = groups.group_of(task) if groups is not None else []
+        if not others and wait <= 0:  # Almost every poll: one task, answered as it stands.
+            return Response(speaker.render_result(task))
         tasks = [task, *[await service.get_result(key, other) for other in others]]
         if wait > 0:
             tasks = await wait_all(tasks, wait)
-        if isinstance(speaker, ImageGroups) and others:
-            return Response(speaker.render_group(tasks[0], tasks[1:]))
+        if groups is not None and others:
+            return Response(groups.render_group(tasks[0], tasks[1:]))
         return Response(speaker.render_result(tasks[0]))
 
     async def get_balance(request: Request) -> Response:
@@ -281,7 +301,7 @@ def json_handlers(
         return on_error(error)
 
     return {
-        name: guarded(post_only(handler), render, label=label, metrics=service.metrics)
+        name: guarded(handler, render, label=label, metrics=service.metrics, method="POST")
         for name, handler in handlers.items()
     }
 

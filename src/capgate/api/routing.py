@@ -63,12 +63,18 @@ def guarded(
     *,
     label: str,
     metrics: Metrics,
+    method: str | None = None,
 ) -> Handler:
     """Answer every failure with `render` (the dialect's error shape), never a stack trace,
-    and count every answer by dialect and outcome."""
+    and count every answer by dialect and outcome. With `method`, refuse every other
+    method with NO_SUCH_METHOD (as `post_only` does, one coroutine fewer per request)."""
+    counts = metrics.requests
+    ok = (("dialect", label), ("code", "ok"))  # The key metrics.request would build.
 
     async def guard(request: Request) -> Response:
         try:
+            if method is not None and request.method != method:
+                raise CapgateError(ErrorCode.NO_SUCH_METHOD, f"Use {method} for {request.path}")
             response = await handler(request)
         except CapgateError as error:
             metrics.request(label, error.code.value)
@@ -79,7 +85,7 @@ def guarded(
             metrics.request(label, ErrorCode.INTERNAL.value)
             internal = CapgateError(ErrorCode.INTERNAL, "Temporary server error; try again")
             return render(request, internal)
-        metrics.request(label, "ok")
+        counts[ok] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s answered %d", request.method, request.path, response.status)
         return response
