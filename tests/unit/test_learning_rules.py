@@ -65,6 +65,17 @@ def test_ties_are_kept_or_dropped_together() -> None:
     assert choose_threshold([(0.7, True)] * 40) == Threshold(0.7, 1.0, 1.0, 40, 40, 40)
 
 
+def test_a_floor_keeps_the_threshold_from_going_under_it() -> None:
+    scores = descending(100, top=0.99, step=0.005)  # 0.99 down to 0.495, all right
+    assert choose_threshold([(s, True) for s in scores]) == Threshold(
+        scores[-1], 1.0, 1.0, 100, 100, 100
+    )
+    floored = choose_threshold([(s, True) for s in scores], floor=0.8)
+    assert floored is not None and floored.score == 0.8 and floored.kept == 39
+    # Nothing at or over the floor passes: no threshold, however many pass under it.
+    assert choose_threshold([(s, True) for s in scores], floor=1.0) is None
+
+
 def test_the_target_sets_how_many_answers_a_threshold_needs() -> None:
     assert choose_threshold([(0.9, True), (0.1, False)], target=0.5) == Threshold(
         0.9, 1.0, 0.5, 1, 1, 2

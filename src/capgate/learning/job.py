@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capgate.learning.rules import choose_agreement, choose_threshold, promotion
+from capgate.learning.rules import SCORE_FLOOR, choose_agreement, choose_threshold, promotion
 from capgate.ocr.dataset import Labelled, split
 from capgate.ocr.engine import DEFAULT_MODEL, OcrEngine
 from capgate.ocr.model_files import ModelFileError, resolve_base
@@ -147,7 +147,7 @@ async def train_site(
             generalists,
             sum(_right(text, s.label) for text, s in zip(chain_texts, scoring, strict=True)),
         )
-        threshold = choose_threshold(scored, target)
+        threshold = choose_threshold(scored, target, SCORE_FLOOR)
         promoted, reason = promotion(candidate_right, current_right, len(scoring), threshold)
         agreement = None
         if threshold is not None:
