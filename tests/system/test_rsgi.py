@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -198,3 +199,28 @@ def test_raw_non_ascii_in_the_path_or_query_is_no_server_error(
             )
             status = int(received.split(b" ", 2)[1]) if received else 0
             assert 0 < status < 500, (name, target, received[:200])
+
+
+def test_a_client_gone_before_its_body_is_whole_is_no_error(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A client that closes its connection partway through a body (a load generator
+    stopping, a dropped link, or someone doing it on purpose to fill the log) costs the
+    server nothing: granian cancels the body's read, and capgate neither logs a traceback
+    nor answers anything but the next client."""
+    server = start_server(tmp_path / "g", "--server", "granian", local_solving="false")
+    half = (
+        b"POST /createTask HTTP/1.1\r\nHost: capgate\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n" + b'{"clientKe'
+    )
+    for reset in (False, True) * 10:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            if reset:  # Closed with a reset (RST) rather than an orderly FIN.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(half)
+            time.sleep(0.01)  # The read has begun before the client goes.
+    balance = server.post("/getBalance", {"clientKey": BOOTSTRAP_KEY})
+    assert balance.get("errorId") == 0, balance
+    time.sleep(0.2)  # Any log line of the closed reads is written by now.
+    log = server.log.read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log

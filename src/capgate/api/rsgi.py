@@ -262,11 +262,18 @@ class RsgiApp:
                     # With a Content-Length granian delivers exactly that many bytes.
                     body = await proto() if length is not None else await self._stream(proto)
                 except asyncio.CancelledError:
-                    if task not in deadlines.expired:
+                    if task in deadlines.expired:
+                        deadlines.expired.discard(task)
+                        task.uncancel()
+                        proto.response_bytes(408, [_PLAIN, _CLOSE], b"Request Timeout")
+                        return
+                    if task.cancelling():  # This request is being cancelled (shutdown).
                         raise
-                    deadlines.expired.discard(task)
-                    task.uncancel()
-                    proto.response_bytes(408, [_PLAIN, _CLOSE], b"Request Timeout")
+                    # granian cancelled the read itself: the connection went away while
+                    # the body was on its way (seen when a load generator stops). Answered
+                    # as a body cut short (below), never with a traceback, which would let
+                    # any client fill the log, one line per connection.
+                    proto.response_bytes(400, [_PLAIN, _CLOSE], b"Bad Request")
                     return
                 except _TooLarge:
                     _send(proto, self.app.too_large(route), close=True)
