@@ -7,7 +7,7 @@ labels (tests/label_provider.py: a real HTTP server speaking Anti-Captcha's API,
 
 1. **learning**: captchas until the upstream has answered --upstream-max of them (what the
    operator paid for), then the gateway's own training job runs; it waits for a promotion,
-   at most until --minutes after the start;
+   at most until --minutes after the start, or until the job turns its candidate down;
 2. **measuring**: the next --measure captchas. It prints the share the clients got right
    (case-insensitive), the share that still went upstream, the audits, and the upstream
    spend saved (local answers at the upstream price, less what the audits cost).
@@ -194,7 +194,13 @@ def main() -> int:
                 f" {right_learning / sent:.1%}, at {time.monotonic() - started:.0f} s"
             )
             deadline = started + args.minutes * 60
-            while gateway.site().get("model_version") is None and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                view = gateway.site()
+                # Promoted, or the job turned its candidate down (it would train again
+                # only at 1.5x the labels, which this run never pays for): done waiting.
+                decided = [e for e in view.get("history", []) if e["kind"] == "rejected"]
+                if view.get("model_version") is not None or decided:
+                    break
                 time.sleep(2)
             view = gateway.site() or {"upstream": 0, "saved": 0, "audits": 0, "by_model": 0}
             promoted_at = time.monotonic() - started

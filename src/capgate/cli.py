@@ -197,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         " with its model.pt beside it (default: the shipped model)",
     )
     train.add_argument(
-        "--epochs", type=int, default=10, help="passes over the images (default: %(default)s)"
+        "--epochs", type=int, default=20, help="passes over the images (default: %(default)s)"
     )
     train.add_argument(
         "--holdout",

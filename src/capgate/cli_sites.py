@@ -51,17 +51,19 @@ def _sites(args: argparse.Namespace) -> int:
         print("no site seen yet (learning is off, or no image task named a site)")
         return 0
     print(
-        f"{'site':<32} {'labels':>6} {'model':>5} {'held-out':>8} {'live (audits)':>14}"
-        f" {'local':>6} {'by model':>8} {'upstream':>8} {'saved':>9}"
+        f"{'site':<32} {'labels':>6} {'model':>5} {'held-out':>8} {'kept':>9}"
+        f" {'live (audits)':>14} {'local':>6} {'by model':>8} {'upstream':>8} {'saved':>9}"
     )
     for v in views:
         live = f"{_share(v.live_accuracy)} ({v.audits})"
         model = f"v{v.model_version}" if v.model_version else "-"
         print(
             f"{v.site:<32} {v.labels:>6} {model:>5}"
-            f" {_share(v.heldout_accuracy):>8} {live:>14} {_share(v.local_share):>6}"
+            f" {_share(v.heldout_accuracy):>8} {v.kept_text():>9} {live:>14}"
+            f" {_share(v.local_share):>6}"
             f" {v.by_model:>8} {v.upstream:>8} {format_money(v.saved):>9}"
         )
+    print("kept: the held-out share the model answers itself (with agreeing answers too)")
     if args.site:
         for event in views[0].history:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at))

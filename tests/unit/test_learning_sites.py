@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from capgate.api.dashboard_page import dashboard_page
@@ -65,6 +66,7 @@ def test_the_dashboard_shows_each_site_escaped() -> None:
         local_share=0.8,
         saved=800_000,
         history=[SiteEventView(0.0, "promoted", 3, 700, "promoted: <i>better</i>")],
+        agreement_coverage=0.93,
     )
     overview = Overview(0.0, 0, [0] * 30, [], [], [], [], sites=[view])
     page = dashboard_page(overview, 0).decode()
@@ -72,6 +74,18 @@ def test_the_dashboard_shows_each_site_escaped() -> None:
     assert 'data-site="&lt;b&gt;shop.example"' in section and "<b>shop" not in section
     assert "v3" in section and "95.0%" in section and "97.0% (33; 2 reported)" in section
     assert "80.0%" in section and "0.80000" in section
+    assert '<td class="num">80% (93%)</td>' in section  # kept over threshold (agreeing)
     assert "promoted v3" in section and "&lt;i&gt;better&lt;/i&gt;" in section
     empty = dashboard_page(Overview(0.0, 0, [0] * 30, [], [], [], []), 0).decode()
     assert "No site seen yet" in empty
+
+
+def test_the_kept_share_as_tables_show_it() -> None:
+    view = SiteView(
+        "a.example", 0, None, None, None, None, None, None, 0, 0, 0, 0, 0, 0, None, 0, []
+    )
+    assert view.kept_text() == "-"  # no model serves the site
+    with_model = msgspec.structs.replace(view, model_version=1, threshold_coverage=0.634)
+    assert with_model.kept_text() == "63%"  # agreement not measured for this version
+    both = msgspec.structs.replace(with_model, agreement_coverage=0.76)
+    assert both.kept_text() == "63% (76%)"

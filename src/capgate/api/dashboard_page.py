@@ -177,6 +177,7 @@ def _sites(sites: list[SiteView]) -> str:
             f'<td>{html.escape(v.site)}</td><td class="num">{v.labels}</td>'
             f'<td class="num">{"v" + str(v.model_version) if v.model_version else "—"}</td>'
             f'<td class="num">{_share(v.heldout_accuracy)}</td>'
+            f'<td class="num">{"—" if v.threshold_coverage is None else v.kept_text()}</td>'
             f'<td class="num">{_share(v.live_accuracy)} ({v.audits};'
             f" {v.reported_wrong} reported)</td>"
             f'<td class="num">{_share(v.local_share)}</td>'
@@ -185,6 +186,7 @@ def _sites(sites: list[SiteView]) -> str:
         )
     return (
         "<table><tr><th>site</th><th>labels</th><th>model</th><th>held-out</th>"
+        '<th title="the held-out share it answers itself (with agreeing answers)">kept</th>'
         "<th>live (audits)</th><th>local</th><th>saved</th><th>last change</th></tr>"
         + "".join(rows)
         + "</table>"

@@ -44,6 +44,16 @@ class SiteView(msgspec.Struct):
     # threshold stand too (rules.choose_agreement; None: they do not).
     agreement_coverage: float | None = None
 
+    def kept_text(self) -> str:
+        """The held-out share the serving model answers itself, as tables show it: over
+        its threshold, and in parentheses with agreeing answers too (`-`: no model)."""
+        if self.threshold_coverage is None:
+            return "-"
+        text = f"{self.threshold_coverage:.0%}"
+        if self.agreement_coverage is not None:
+            text += f" ({self.agreement_coverage:.0%})"
+        return text
+
 
 # The most sites shown (the dashboard, /metrics): those with the most answers.
 MAX_SITES = 200

@@ -186,7 +186,7 @@ def finetune(
     out: Path,
     *,
     base: Path = DEFAULT_MODEL,
-    epochs: int = 10,
+    epochs: int = 20,
     batch: int = 32,
     lr: float = 1e-3,
     holdout: float = 0.2,
