@@ -481,16 +481,24 @@ class Service:
             return False
         solver = f"worker:{worker.name or worker.id}"
         task = None
+        image = None
         if self.learning is not None and (solution.site_model is not None or solution.unsure):
             task = await self.store.get_task(task_id)
             if solution.site_model is not None and not await self._serves(task, solution):
                 # Only the registry's serving version of the task's site counts as such.
                 solution = msgspec.structs.replace(solution, site_model=None)
+            elif (
+                solution.site_model is not None
+                and task is not None
+                and await self.learning.audit_due(task)
+            ):
+                # Read now: recording the answer drops the image the audit needs.
+                image = await self.store.held_image(task_id, token, self.clock.now())
         done = await self.store.complete(task_id, token, solution, solver, self.clock.now())
         if done:
             await self.task_finished(task_id)
             if task is not None and self.learning is not None:
-                await self.learning.answered_remotely(task, solution)
+                await self.learning.answered_remotely(task, solution, image)
         return done
 
     async def site_of(self, task: Task) -> str | None:

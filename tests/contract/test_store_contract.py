@@ -193,6 +193,21 @@ async def test_complete_once_charges_once_and_drops_the_image(store: Store) -> N
     assert await balance_of(store, key) == (4000, 1000)
 
 
+async def test_the_image_is_given_to_its_lease_holder_only_until_the_answer(
+    store: Store,
+) -> None:
+    key = await new_key(store, 5000)
+    task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)
+    assert await store.held_image(task.id, "no-lease-yet", T0) is None
+    (lease,) = await store.lease({TaskType.IMAGE_TO_TEXT}, 1, 30, T0)
+    assert await store.held_image(task.id, lease.token, T0 + 1) == IMAGE.body
+    assert await store.held_image(task.id, "not-the-token", T0 + 1) is None
+    assert await store.held_image(task.id + 1, lease.token, T0 + 1) is None
+    assert await store.held_image(task.id, lease.token, T0 + 30) is None  # the lease ran out
+    assert await store.complete(task.id, lease.token, Solution(text="AB12"), "ocr", T0 + 2)
+    assert await store.held_image(task.id, lease.token, T0 + 3) is None  # answered: dropped
+
+
 async def test_late_result_from_an_expired_lease_is_ignored(store: Store) -> None:
     key = await new_key(store, 5000)
     task = await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120)

@@ -10,8 +10,10 @@ the digits reversed), so the model's confident answers no longer agree with upst
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -238,3 +240,95 @@ def test_a_site_model_is_learned_promoted_audited_and_demoted(
         check=True,
     ).stdout
     assert SITE in shown and "promoted" in shown and "demoted" in shown
+
+
+def test_a_remote_workers_site_model_answers_are_audited(
+    start_server: ServerFactory, provider: LabelProvider, tmp_path: Path
+) -> None:
+    """A site-model answer a remote worker gives is audited upstream like a local one
+    (`learning_audit_share`): the node that records it reads the image while the worker
+    still holds the lease, since recording the answer drops it. The worker leases from an
+    API-only node; the answers are recorded at a node that solves (it has the upstream
+    provider to audit with) and shares the store."""
+    from capgate.ocr.engine import DEFAULT_MODEL
+    from capgate.store import SqliteStore
+    from tests.support import captchas, run_cli
+
+    samples = [(base64.b64decode(body), label) for body, label in captchas(9501, 4)]
+    labels = tmp_path / "labels"
+    (labels / "images").mkdir(parents=True)
+    rows = ["file,label"]
+    for number, (image, label) in enumerate(samples):
+        (labels / "images" / f"{number}.png").write_bytes(image)
+        rows.append(f"{number}.png,{label}")
+    (labels / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert provider.load(labels) == 4
+    data = tmp_path / "shared-data"
+    api = start_server(data, local_solving="false", learning="true", admin_key=ADMIN)
+
+    async def publish() -> None:
+        store = SqliteStore(data / "capgate.db")
+        await store.open()
+        try:
+            await store.publish_model(
+                SITE, DEFAULT_MODEL.read_bytes(), DEFAULT_MODEL.with_suffix(".json").read_bytes(),
+                0.5, 0.99, {}, 0.0, "by hand", labels=0,
+            )  # fmt: skip
+        finally:
+            await store.close()
+
+    asyncio.run(publish())
+    made = run_cli("keys", "create", "--worker", "--name", "w", "--data", str(data))
+    assert made.returncode == 0, made.stderr
+    worker = made.stdout.strip()
+    ids = []
+    for image, _ in samples:
+        task = {"type": "ImageToTextTask", "body": base64.b64encode(image).decode()}
+        created = api.post(
+            "/createTask", {"clientKey": BOOTSTRAP_KEY, "task": {**task, "websiteURL": SITE_URL}}
+        )
+        ids.append(created["taskId"])
+    ask = {"workerKey": worker, "types": ["ImageToText"], "limit": 4}
+    leases = api.http.post("/worker/lease", json=ask).json()["leases"]
+    assert sorted(lease["taskId"] for lease in leases) == sorted(ids)
+
+    # The solving node starts with nothing left to queue: every task is the worker's.
+    config = tmp_path / "capgate.toml"
+    config.write_text(
+        "[[providers]]\n"
+        f'name = "labels"\nkind = "anticaptcha"\nurl = "{provider.url}"\n'
+        'key_env = "CAPGATE_LABELS_KEY"\nfirst_wait_seconds = 0.01\n'
+        'poll_interval_seconds = 0.02\n[providers.prices]\nImageToText = "0.001"\n'
+    )
+    solving = start_server(
+        data,
+        "--config",
+        str(config),
+        labels_key=UPSTREAM_KEY,
+        admin_key=ADMIN,
+        ocr="false",
+        learning="true",
+        learning_jobs="false",
+        learning_audit_share="1",
+    )
+    by_id = {lease["taskId"]: lease for lease in leases}
+    for number, task_id in enumerate(ids):
+        # Two answers right, two wrong: the audits must tell them apart.
+        text = samples[number][1] if number < 2 else "zzzz"
+        solution = {"text": text, "siteModel": 1}
+        done = solving.http.post(
+            "/worker/complete",
+            json={"workerKey": worker, "taskId": task_id, "token": by_id[task_id]["token"],
+                  "solution": solution},
+        )  # fmt: skip
+        assert done.json() == {"ok": True}, done.text
+    view = wait_for(solving, lambda v: v["audits"] >= 4, 30, "four audits")
+    assert (view["audits"], view["audits_agreed"], view["by_model"]) == (4, 2, 4)
+    assert provider.stats()["answered"] == 4  # each image read upstream once, by an audit
+    with sqlite3.connect(data / "capgate.db") as db:
+        images = db.execute(
+            "SELECT count(*) FROM tasks WHERE body IS NOT NULL AND id IN (?, ?, ?, ?)", ids
+        ).fetchone()[0]
+    db.close()
+    assert images == 0  # the answers dropped the images, the audits notwithstanding
+    assert view["labels"] == 4  # the audits' upstream answers became the site's labels

@@ -117,7 +117,7 @@ def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     for shown in (
         "(default: capgate-ocr-model)",
         "(default: the shipped model)",
-        "(default: 10)",
+        "(default: 20)",
         "(default: 0.2: every fifth)",
         "(default: 32)",
         "(default: 0.001)",

@@ -6,7 +6,8 @@ learning"):
    separate low-priority process (`capgate.learning.job`), which takes the store's
    learning lock, so only one runs across the deployment, and promotes its candidate
    only if it beats the site's current engine on held-out labels;
-3. a share of a promoted model's answers (`learning_audit_share`) is read upstream too,
+3. a share of a promoted model's answers (`learning_audit_share`), this node's and its
+   remote workers' alike, is read upstream too,
    and a client's report of a wrong answer has the next REPORT_AUDITS of them read
    upstream; when these audits fall under `learning_target` (`rules.should_demote`) the
    model is demoted, and the site learns again;
@@ -27,6 +28,8 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+import msgspec
 
 from capgate.clock import Clock
 from capgate.config import Settings
@@ -123,9 +126,21 @@ class Learning:
             return True
         return self._chance() < self.settings.learning_audit_share
 
-    async def answered_remotely(self, task: Task, solution: Solution) -> None:
-        """Count a remote worker's answer for the task's site (it cannot be audited: the
-        image went to the worker, and the store gives it only to a lease)."""
+    async def audit_due(self, task: Task) -> bool:
+        """Whether to audit a remote worker's site-model answer to `task` (as a local one
+        would be: `learning_audit_share`, and every one after a report). Asked before the
+        answer is recorded, which drops the image the audit needs."""
+        if not self.settings.learning:
+            return False
+        site = await self.site_of(task)
+        return site is not None and self.served.get(site) is not None and self._audit_due(site)
+
+    async def answered_remotely(
+        self, task: Task, solution: Solution, image: bytes | None = None
+    ) -> None:
+        """Count a remote worker's answer for the task's site; with the task's `image`
+        (read while the worker held it, when `audit_due` said so), audit a site-model
+        answer upstream as a local one is."""
         if not self.settings.learning:
             return
         try:
@@ -135,6 +150,9 @@ class Learning:
             saved = self._upstream_price(task)
             by_model = solution.site_model is not None
             await self.store.count_answer(site, local=True, by_model=by_model, saved=saved)
+            if image and solution.site_model is not None and solution.text:
+                audited = msgspec.structs.replace(task, body=image)
+                self._run(self._audit(audited, site, solution.site_model, solution.text))
         except Exception:
             log.exception("task %d: could not count its answer for learning", task.id)
 

@@ -150,6 +150,14 @@ class Store(SiteStore):
         """
 
     @abc.abstractmethod
+    async def held_image(self, task_id: int, token: str, now: float) -> bytes | None:
+        """The image of a task while `token` holds a live lease on it, else None.
+
+        The learning loop audits a remote worker's site-model answer with it: it must be
+        read before `complete` drops it, and only by the lease's holder.
+        """
+
+    @abc.abstractmethod
     async def complete(
         self, task_id: int, token: str, solution: Solution, solver: str, now: float
     ) -> bool:

@@ -266,6 +266,10 @@ class MemoryStore(Store):
             task.attempts += 1
         return True
 
+    async def held_image(self, task_id: int, token: str, now: float) -> bytes | None:
+        task = self._held(task_id, token, now)
+        return None if task is None else task.body
+
     async def complete(
         self, task_id: int, token: str, solution: Solution, solver: str, now: float
     ) -> bool:

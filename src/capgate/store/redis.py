@@ -275,6 +275,15 @@ return 1
 """
 )
 
+_HELD_IMAGE = (
+    _LUA_COMMON
+    + """
+local id, token = arg(1), arg(2)
+if not held(id, token, NOW) then return false end
+return redis.call('HGET', task_key(id), 'body')
+"""
+)
+
 _COMPLETE = (
     _LUA_COMMON
     + """
@@ -691,6 +700,7 @@ class RedisStore(Store):
             ("add_polls", _ADD_POLLS),
             ("lease", _LEASE),
             ("extend", _EXTEND),
+            ("held_image", _HELD_IMAGE),
             ("complete", _COMPLETE),
             ("fail", _FAIL),
             ("requeue_expired", _REQUEUE_EXPIRED),
@@ -991,6 +1001,10 @@ class RedisStore(Store):
         extended = await self._run("extend", now, task_id, token, repr(expires_at), attempt)
         self._changed((task_id,))
         return bool(extended)
+
+    async def held_image(self, task_id: int, token: str, now: float) -> bytes | None:
+        image = await self._run("held_image", now, task_id, token)
+        return image if isinstance(image, bytes) and image else None
 
     async def complete(
         self, task_id: int, token: str, solution: Solution, solver: str, now: float

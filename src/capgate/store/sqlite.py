@@ -273,6 +273,7 @@ class _Q:
         " RETURNING key_id, cost, type, ip, params"
     )
     held_task = f"SELECT id, key_id, cost, attempts FROM tasks WHERE {held}"
+    held_image = f"SELECT body FROM tasks WHERE {held}"
     requeue = (
         "UPDATE tasks SET status = 0, solver = coalesce(?, solver), lease_token = NULL,"
         " lease_expires_at = NULL WHERE id = ?"
@@ -885,6 +886,10 @@ class SqliteStore(Store):
             _Q.extend, (max(expires_at, now), int(count_attempt), task_id, token, now)
         )
         return cursor.rowcount == 1
+
+    async def held_image(self, task_id: int, token: str, now: float) -> bytes | None:
+        row = self.db.execute(_Q.held_image, (task_id, token, now)).fetchone()
+        return None if row is None else row[0]
 
     async def complete(
         self, task_id: int, token: str, solution: Solution, solver: str, now: float
