@@ -89,6 +89,9 @@ async def train_site(
     (`capgate.learning.rules`). `now` dates what the registry and history record.
     Raises ModelFileError if `model` cannot be fine-tuned from."""
     started = time.monotonic()
+    # Never the site's serving model: as labels grow (and the oldest are dropped) the
+    # fifth held out shifts, and a model that trained on some of today's held-out labels
+    # would score itself, and choose its threshold, on answers it learnt by heart.
     base = resolve_base(model) if model is not None else DEFAULT_MODEL
     samples = [
         Labelled(f"task-{x.task_id}", x.image, x.text) for x in await store.site_labels(site)
