@@ -2,12 +2,14 @@
 TCP sockets to a real server (garbage request lines, broken headers, wrong Content-Length,
 chunked-encoding garbage, truncated requests, huge headers, JSON-ish and form bodies on the
 task routes; multipart and urlencoded bodies built to cost the legacy form parser; the
-worker routes; the dashboard and /admin with junk cookies, tokens and log-ins). The server
-must stay up, never answer 5xx nor log an internal error, change nothing stored, and keep
-answering: a thread asks /healthz every 0.1 s meanwhile, and a probe slower than 1 s fails.
+worker routes, with a real worker key among the junk; the dashboard and /admin with junk
+cookies, tokens and log-ins). The server must stay up, never answer 5xx nor log an internal
+error, change nothing stored, and keep answering: a thread asks /healthz every 0.1 s
+meanwhile, and a probe slower than 1 s fails.
 
 Every input is rebuilt from its number alone (`make_input(n)`), so a failure names the
-input that caused it (a live session cookie stands where it says @SESSION@).
+input that caused it (a live session cookie stands where it says @SESSION@, the worker key
+where it says @WORKER@).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.security import HealthProbe
-from tests.support import BOOTSTRAP_KEY, CapgateServer, ServerFactory, captchas
+from tests.support import BOOTSTRAP_KEY, CapgateServer, ServerFactory, captchas, run_cli
 
 pytestmark = pytest.mark.system
 
@@ -428,11 +430,18 @@ def form_attack(rng: random.Random) -> tuple[bytes, str]:
 
 # --- the worker and admin routes ------------------------------------------------------------
 
-WORKER_PATHS = ["/worker/lease", "/worker/complete", "/worker/fail", "/worker/extend"]
+WORKER_PATHS = [
+    "/worker/lease", "/worker/complete", "/worker/fail", "/worker/extend", "/worker/models",
+    "/worker/model",
+]  # fmt: skip
 WORKER_FIELDS = [
     "workerKey", "types", "limit", "leaseSeconds", "requestId", "taskId", "token", "solution",
-    "code", "description", "retry", "text", "userAgent", "score",
+    "code", "description", "retry", "text", "userAgent", "score", "site", "version",
+    "siteModel",
 ]  # fmt: skip
+# Replaced by a real worker key when the input is sent, so that the worker routes are
+# reached past the key check too (the fuzz has no task to lease and no model to fetch).
+WORKER = "@WORKER@"
 ADMIN_PATHS = ["/dashboard", "/dashboard/login", "/dashboard/logout", "/admin/overview"]
 # Replaced by the live session cookie when the input is sent (tokens are random).
 SESSION = "@SESSION@"
@@ -447,12 +456,14 @@ def worker_body(rng: random.Random, path: str) -> bytes:
     """A worker-route JSON body (or something like one), maybe mangled."""
     document: dict[str, Any] = {}
     if rng.random() < 0.9:
-        document["workerKey"] = rng.choice([*WRONG_KEYS, BOOTSTRAP_KEY, 5, None])
+        document["workerKey"] = rng.choice([*WRONG_KEYS, BOOTSTRAP_KEY, WORKER, WORKER, 5, None])
     wanted = {
         "/worker/lease": ["types", "limit", "leaseSeconds", "requestId"],
         "/worker/extend": ["taskId", "token", "leaseSeconds"],
         "/worker/complete": ["taskId", "token", "solution"],
         "/worker/fail": ["taskId", "token", "code", "description", "retry"],
+        "/worker/models": [],
+        "/worker/model": ["site", "version"],
     }[path]
     for name in wanted + [rng.choice(WORKER_FIELDS) for _ in range(rng.randrange(3))]:
         if name == "types":
@@ -816,8 +827,9 @@ def split_responses(raw: bytes) -> tuple[list[int], list[bytes]]:
     return statuses, bodies
 
 
-def run_case(port: int, case: Case, session: bytes = b"") -> Outcome:
+def run_case(port: int, case: Case, session: bytes = b"", worker: bytes = b"") -> Outcome:
     data = case.data.replace(SESSION.encode(), session) if session else case.data
+    data = data.replace(WORKER.encode(), worker) if worker else data
     raw = exchange(port, data, 10.0 if case.valid_framing else 0.3)
     statuses, bodies = split_responses(raw)
     return Outcome(case, raw, statuses, bodies)
@@ -872,7 +884,7 @@ class Findings:
     problems: list[str] = field(default_factory=list)
 
 
-def fuzz(server: CapgateServer, session: bytes = b"") -> Findings:
+def fuzz(server: CapgateServer, session: bytes = b"", worker: bytes = b"") -> Findings:
     """Send inputs until MAX_INPUTS or MAX_SECONDS have gone by."""
     started = time.monotonic()
     findings = Findings()
@@ -882,7 +894,7 @@ def fuzz(server: CapgateServer, session: bytes = b"") -> Findings:
             size = min(THREADS * 4, MAX_INPUTS - findings.sent)
             batch = [make_input(n) for n in range(number, number + size)]
             number += size
-            for outcome in pool.map(lambda c: run_case(server.port, c, session), batch):
+            for outcome in pool.map(lambda c: run_case(server.port, c, session, worker), batch):
                 trouble = problems(outcome)
                 if trouble:
                     findings.problems.append(describe(outcome, trouble))
@@ -911,13 +923,16 @@ def test_raw_bytes_never_crash_the_server_nor_change_the_store(
 ) -> None:
     started = time.monotonic()
     server = start_server(admin_key=ADMIN)
+    made = run_cli("keys", "create", "--worker", "--name", "fuzz", "--data", str(server.data))
+    assert made.returncode == 0, made.stderr
+    worker = made.stdout.strip().encode()
     before = server.db_counts()
     assert before == (0, 10_000_000)
     # A real session, so some inputs reach the signed-in dashboard (until one logs out).
     login = server.http.post("/dashboard/login", data={"key": ADMIN}, follow_redirects=False)
     session = login.headers["set-cookie"].split(";")[0].partition("=")[2].encode()
     with HealthProbe(server.base) as probe:
-        findings = fuzz(server, session)
+        findings = fuzz(server, session, worker)
     errors = logged_errors(server)
     print(
         f"\nraw fuzz: {findings.sent} inputs tried (seed {SEED}, {THREADS} connections at a"
