@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -127,6 +128,32 @@ def _lease_json(lease: Lease, site: str | None) -> dict[str, Any]:
     }
 
 
+class EncodedModels:
+    """The last few /worker/model answers, as sent. A model's files are about 2 MB: read
+    from the store, base64-encoded and made JSON, each ask cost the event loop several
+    milliseconds, so a worker key asking again and again (every worker of a fleet after
+    a promotion, or one gone wrong) could stall the node. A version's files never change;
+    an answer is kept at most `seconds`, so that one the registry has since dropped stops
+    being served soon after."""
+
+    def __init__(self, size: int = 4, seconds: float = 60.0) -> None:
+        self.size = size
+        self.seconds = seconds
+        self._answers: dict[tuple[str, int], tuple[float, bytes]] = {}
+
+    def get(self, site: str, version: int) -> bytes | None:
+        kept = self._answers.get((site, version))
+        if kept is None or time.monotonic() - kept[0] > self.seconds:
+            return None
+        return kept[1]
+
+    def put(self, site: str, version: int, answer: bytes) -> None:
+        if len(self._answers) >= self.size:
+            oldest = min(self._answers, key=lambda k: self._answers[k][0])
+            del self._answers[oldest]
+        self._answers[(site, version)] = (time.monotonic(), answer)
+
+
 def mount_workers(routes: Routes, service: Service) -> None:
     """Serve the lease API under /worker."""
 
@@ -183,23 +210,28 @@ def mount_workers(routes: Routes, service: Service) -> None:
         ]  # fmt: skip
         return Response(_encoder.encode({"models": listed}))
 
+    encoded = EncodedModels()
+
     async def model(request: Request) -> Response:
         asked: ModelRequest = _decode(request.body, ModelRequest)
         await service.authenticate_worker(asked.workerKey, request.client_ip)
-        files = await service.store.model_files(asked.site[:255], asked.version)
-        if files is None:
-            raise CapgateError(ErrorCode.BAD_REQUEST, "no such model version in the registry")
-        onnx, spec = files
-        return Response(
-            _encoder.encode(
+        site = asked.site[:255]
+        answer = encoded.get(site, asked.version)
+        if answer is None:
+            files = await service.store.model_files(site, asked.version)
+            if files is None:
+                raise CapgateError(ErrorCode.BAD_REQUEST, "no such model version in the registry")
+            onnx, spec = files
+            answer = _encoder.encode(
                 {
-                    "site": asked.site,
+                    "site": site,
                     "version": asked.version,
                     "onnx": base64.b64encode(onnx).decode("ascii"),
                     "spec": base64.b64encode(spec).decode("ascii"),
                 }
             )
-        )
+            encoded.put(site, asked.version, answer)
+        return Response(answer)
 
     async def fail(request: Request) -> Response:
         asked: FailRequest = _decode(request.body, FailRequest)
