@@ -335,3 +335,53 @@ async def test_a_counter_off_by_hand_is_mended_at_the_next_start(
         assert await store.in_flight(key.id) == 1
     finally:
         await store.close()
+
+
+async def test_a_start_mends_queues_in_slices_and_skips_a_long_recount(
+    redis_url: str, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start must not stop Redis for every node on a large backlog: the queues are
+    mended a slice at a time, and past RECOUNT_AT_START_MAX tasks in flight the counters
+    (one script over all of them) are left as they are."""
+    from capgate.store import redis_schema
+
+    async def scripts_run_by_a_start() -> int:
+        async def evalsha_calls() -> int:
+            stats = await client.info("commandstats")
+            return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+        before = await evalsha_calls()
+        opened = await _new_store(redis_url)
+        after = await evalsha_calls()
+        await opened.close()
+        return after - before
+
+    monkeypatch.setattr(redis_schema, "RECOUNT_AT_START_MAX", 10)
+    store = await _new_store(redis_url)
+    key = await store.create_key("k", hash_secret("k"), 1000, T0)
+    args = (IMAGE, 1, "ip", T0, T0 + 120, T0 + DAY)
+    made = [await store.create_task(key.id, *args) for _ in range(11)]
+    await store.close()
+    monkeypatch.setattr(redis_schema, "REPAIR_SLICE", 100)
+    whole = await scripts_run_by_a_start()
+    monkeypatch.setattr(redis_schema, "REPAIR_SLICE", 3)
+    assert await scripts_run_by_a_start() == whole + 3  # 11 tasks: slices of 3, 3, 3 and 2
+    # Queues lost by hand, and a counter off: 11 in flight, over the recount's limit.
+    await client.delete(f"{{cg}}:kq:ImageToText:{key.id}", "{cg}:qkeys:ImageToText")
+    await client.hset(f"{{cg}}:key:{key.id}", "inflight", 50)
+    store = await _new_store(redis_url)
+    try:
+        leases = await store.lease({TaskType.IMAGE_TO_TEXT}, 20, 30, T0)
+        assert sorted(lease.task.id for lease in leases) == [task.id for task in made]
+        assert await store.in_flight(key.id) == 50  # not counted again: too many in flight
+        for lease in leases[:2]:
+            assert await store.complete(lease.task.id, lease.token, Solution(text="x"), "o", T0)
+        assert await store.in_flight(key.id) == 48
+    finally:
+        await store.close()
+    # 9 in flight now, under the limit: the next start counts them again.
+    store = await _new_store(redis_url)
+    try:
+        assert await store.in_flight(key.id) == 9
+    finally:
+        await store.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -39,6 +40,7 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
+from capgate.store import redis_schema
 from capgate.store.base import (
     HOUR,
     SITE_FILES_KEEP,
@@ -61,13 +63,16 @@ from capgate.store.redis_create import (
 from capgate.store.redis_pipe import SharedConnection, tls_context
 from capgate.store.redis_schema import (
     MIGRATE,
+    RECOUNT,
     RECOUNT_IN_FLIGHT,
-    REPAIR,
+    REPAIR_QUEUES,
     SCHEMA,
     UPGRADE_REFUSED,
 )
 from capgate.store.redis_tracking import FetchAbandoned, TrackedTasks
 from capgate.store.sites import SERVING, SiteCounters, SiteEvent, SiteLabel, SiteModel
+
+log = logging.getLogger("capgate.store")
 
 P = "{cg}"  # The hash tag every key carries.
 
@@ -695,7 +700,8 @@ class RedisStore(Store):
         for name, source in (
             ("create", CREATE),
             ("migrate", MIGRATE),
-            ("repair", REPAIR),
+            ("repair_queues", REPAIR_QUEUES),
+            ("recount", RECOUNT),
             ("queue_depth", _QUEUE_DEPTH),
             ("add_polls", _ADD_POLLS),
             ("lease", _LEASE),
@@ -753,7 +759,25 @@ class RedisStore(Store):
             await self.redis.aclose()
             self._redis = None
             raise RuntimeError(UPGRADE_REFUSED.format(found=found, known=SCHEMA))
-        await self._scripts["repair"](keys=[f"{P}:seq:tasks"], args=[P])
+        # In slices: one script over a large backlog would stop Redis for every node.
+        first, size = 0, redis_schema.REPAIR_SLICE
+        while True:
+            seen = int(
+                await self._scripts["repair_queues"](keys=[f"{P}:seq:tasks"], args=[P, first, size])
+            )
+            first += seen
+            if seen < size:
+                break
+        if first <= redis_schema.RECOUNT_AT_START_MAX:
+            await self._scripts["recount"](keys=[f"{P}:seq:tasks"], args=[P])
+        else:
+            log.info(
+                "%d tasks in flight: the in-flight counters were not counted again at this"
+                " start (it would stop Redis for about %.1f s); they are kept exact as tasks"
+                " finish",
+                first,
+                first / 100_000,
+            )
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -1061,7 +1085,7 @@ class RedisStore(Store):
 
     async def in_flight(self, key_id: int) -> int:
         # Never below 0: a counter made too low (by hand, or by a node of the old layout
-        # still running) is counted again at the next start (redis_schema.REPAIR).
+        # still running) is counted again at the next start (redis_schema.RECOUNT).
         return max(0, int(await self.redis.hget(f"{P}:key:{key_id}", "inflight") or 0))
 
     async def queue_depth(self) -> int:

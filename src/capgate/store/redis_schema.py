@@ -21,12 +21,14 @@ not the old sets, which kept tasks Redis had expired), deletes the old structure
 the version. Nodes that start at once each run it; the first upgrades, the others find
 version 2 and do nothing. A database of a newer version than this code knows is refused
 (UPGRADE_REFUSED), untouched. It costs Redis about 20 µs per task in flight, all in one
-go (2.2 s for 100,000 queued tasks with their REPAIR, measured), and nothing per task that
+go (2.2 s for 100,000 queued tasks with the repair after it, measured), and nothing per task that
 is finished.
 
-Every start then runs REPAIR: the per-key queues and every key's in-flight counter made
-again from `{cg}:unfinished` (about 10 µs of Redis per task in flight). The counter is
-exact by construction (redis.py's `finish` takes a task off it only as the task leaves
+Every start then mends the per-key queues from `{cg}:unfinished` (REPAIR_QUEUES, in
+slices of REPAIR_SLICE tasks, so that Redis answers other nodes between them) and, where
+at most RECOUNT_AT_START_MAX tasks are in flight, counts every key's in-flight counter
+again (RECOUNT, one script: about 10 µs of Redis per task in flight). The counter is exact
+by construction (redis.py's `finish` takes a task off it only as the task leaves
 `{cg}:unfinished`, and every script that finds a task Redis dropped counts again), so the
 repair only mends what a hand, or a node of the old version, did.
 
@@ -99,23 +101,36 @@ return found
 """
 ).replace("%SCHEMA%", str(SCHEMA))
 
-# Every start, after MIGRATE (ARGV: prefix): each queued task (status 0) is in its key's
-# queue and the key in its type's set of keys, and each key's in-flight counter is counted
-# again (idempotent; restores queues lost or deleted by hand, and counters that tasks
-# Redis dropped left too high). One pass over `{cg}:unfinished` and the keys: about 10 µs
-# of Redis per task in flight (1.1 s for 100,000), with Redis answering nothing else.
-REPAIR = (
-    RECOUNT_IN_FLIGHT
-    + """
-local P = ARGV[1]
-for _, id in ipairs(redis.call('ZRANGE', P .. ':unfinished', 0, -1)) do
+# Every start, after MIGRATE, in slices (ARGV: prefix, first rank, count): each queued task
+# (status 0) of that slice of `{cg}:unfinished` is in its key's queue and the key in its
+# type's set of keys (idempotent; restores queues lost or deleted by hand). About 10 µs of
+# Redis per task, REPAIR_SLICE tasks a call, so that other nodes' requests are answered
+# between the calls. Returns how many tasks the slice held (fewer than count: the end).
+REPAIR_QUEUES = """
+local P, first, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ids = redis.call('ZRANGE', P .. ':unfinished', first, first + count - 1)
+for _, id in ipairs(ids) do
   local f = redis.call('HMGET', P .. ':task:' .. id, 'status', 'type', 'key_id')
   if f[1] == '0' then
     redis.call('ZADD', P .. ':kq:' .. f[2] .. ':' .. f[3], id, id)
     redis.call('SADD', P .. ':qkeys:' .. f[2], f[3])
   end
 end
-recount_in_flight(P)
+return #ids
+"""
+REPAIR_SLICE = 5000
+
+# Every start too, where at most RECOUNT_AT_START_MAX tasks are in flight: each key's
+# in-flight counter counted again (ARGV: prefix), mending counters that tasks Redis
+# dropped left too high. It must be one script to be exact, and it stops Redis for about
+# 10 µs per task in flight (1.1 s for 100,000): past the limit a start skips it and says
+# so. The counters are exact by construction (redis.py's `finish`), and any script that
+# meets a task Redis dropped counts again by itself.
+RECOUNT = (
+    RECOUNT_IN_FLIGHT
+    + """
+recount_in_flight(ARGV[1])
 return 1
 """
 )
+RECOUNT_AT_START_MAX = 20_000
