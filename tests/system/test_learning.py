@@ -83,6 +83,18 @@ def provider() -> Iterator[LabelProvider]:
     started.stop()
 
 
+def provider_config(folder: Path, provider: LabelProvider) -> Path:
+    """A config file naming the label provider as the upstream (key CAPGATE_LABELS_KEY)."""
+    config = folder / "capgate.toml"
+    config.write_text(
+        "[[providers]]\n"
+        f'name = "labels"\nkind = "anticaptcha"\nurl = "{provider.url}"\n'
+        'key_env = "CAPGATE_LABELS_KEY"\nfirst_wait_seconds = 0.01\n'
+        'poll_interval_seconds = 0.02\n[providers.prices]\nImageToText = "0.001"\n'
+    )
+    return config
+
+
 def need_torch() -> None:
     """Training jobs need torch: skip without it, except under CI=true (scripts/test
     installs it there)."""
@@ -142,13 +154,7 @@ def test_a_site_model_is_learned_promoted_audited_and_demoted(
     henan = realworld_set("henan4d")
     samples = labelled_images(henan)
     assert provider.load(henan) == len(samples)
-    config = tmp_path / "capgate.toml"
-    config.write_text(
-        "[[providers]]\n"
-        f'name = "labels"\nkind = "anticaptcha"\nurl = "{provider.url}"\n'
-        'key_env = "CAPGATE_LABELS_KEY"\nfirst_wait_seconds = 0.01\n'
-        'poll_interval_seconds = 0.02\n[providers.prices]\nImageToText = "0.001"\n'
-    )
+    config = provider_config(tmp_path, provider)
     server = start_server(
         None,
         "--config",
@@ -293,13 +299,7 @@ def test_a_remote_workers_site_model_answers_are_audited(
     assert sorted(lease["taskId"] for lease in leases) == sorted(ids)
 
     # The solving node starts with nothing left to queue: every task is the worker's.
-    config = tmp_path / "capgate.toml"
-    config.write_text(
-        "[[providers]]\n"
-        f'name = "labels"\nkind = "anticaptcha"\nurl = "{provider.url}"\n'
-        'key_env = "CAPGATE_LABELS_KEY"\nfirst_wait_seconds = 0.01\n'
-        'poll_interval_seconds = 0.02\n[providers.prices]\nImageToText = "0.001"\n'
-    )
+    config = provider_config(tmp_path, provider)
     solving = start_server(
         data,
         "--config",
