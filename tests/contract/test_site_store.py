@@ -35,32 +35,6 @@ SCORES = {"held_out": 120, "accuracy": 0.9833333333333333, "beat": "generalist",
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    if request.param == "memory":
-        return MemoryStore
-    if request.param == "redis":
-        from capgate.store.redis import RedisStore
-
-        url = request.getfixturevalue("redis_url")
-        # The tests move time: the store keeps their clock, not Redis'.
-        return lambda: RedisStore(url, server_time=False)
-    return lambda: SqliteStore(tmp_path / "capgate.db")
-
-
-@pytest.fixture
-async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
-    store = make_store()
-    await store.open()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 async def nodes(make_store: Callable[[], Store]) -> AsyncIterator[list[Store]]:
     """Two nodes on one store (two connections to one SQLite file or Redis); the memory
     store is one process's, so both are the same one."""

@@ -20,7 +20,7 @@ from capgate.model import (
     TaskStatus,
     TaskType,
 )
-from capgate.store import MemoryStore, SqliteStore, Store
+from capgate.store import SqliteStore, Store
 from capgate.store.base import RefundLimit, Spending, hour_of, soft_id_of
 
 pytestmark = pytest.mark.anyio
@@ -30,32 +30,6 @@ DAY = 86_400.0
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 200
 IMAGE = TaskSpec(TaskType.IMAGE_TO_TEXT, {"case": True}, PNG)
 TOKEN_TASK = TaskSpec(TaskType.TURNSTILE, {"websiteKey": "k", "websiteURL": "https://x"})
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    if request.param == "memory":
-        return MemoryStore
-    if request.param == "redis":
-        from capgate.store.redis import RedisStore
-
-        url = request.getfixturevalue("redis_url")
-        # The tests move time: the store keeps their clock, not Redis'.
-        return lambda: RedisStore(url, server_time=False)
-    return lambda: SqliteStore(tmp_path / "capgate.db")
-
-
-@pytest.fixture
-async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
-    store = make_store()
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def new_key(store: Store, balance: int = 10_000, name: str = "k") -> Key:
