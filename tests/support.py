@@ -269,3 +269,33 @@ def labelled_images(folder: Path) -> list[tuple[bytes, str]]:
             ((path if path.is_file() else folder / row["file"]).read_bytes(), row["label"])
         )
     return found
+
+
+class ProviderProcess:
+    """One of the tests' stand-in upstream providers (tests/fault_provider.py,
+    tests/label_provider.py: `python SCRIPT PORT KEY`) in its own process, answering."""
+
+    def __init__(self, script: str, key: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        path = Path(__file__).parent / script
+        self.process = subprocess.Popen([sys.executable, str(path), str(self.port), key])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.stats()
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+    def stats(self) -> dict[str, Any]:
+        """What the provider counted (`GET /_stats`)."""
+        answer: dict[str, Any] = httpx.get(f"{self.url}/_stats", timeout=5).json()
+        return answer
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)

@@ -28,8 +28,8 @@ import pytest
 from tests.support import (
     BOOTSTRAP_KEY,
     CapgateServer,
+    ProviderProcess,
     ServerFactory,
-    free_port,
     labelled_images,
     realworld_set,
 )
@@ -43,37 +43,17 @@ ADMIN = "learning-admin-key-0123456789abcdef"
 LEARN_FROM = 400
 
 
-class LabelProvider:
+class LabelProvider(ProviderProcess):
     """tests/label_provider.py in its own process."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        script = Path(__file__).parents[1] / "label_provider.py"
-        self.process = subprocess.Popen([sys.executable, str(script), str(self.port), UPSTREAM_KEY])
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.stats()
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        super().__init__("label_provider.py", UPSTREAM_KEY)
 
     def load(self, folder: Path) -> int:
         answer = httpx.post(f"{self.url}/_labels", json={"folder": str(folder)}, timeout=60)
         answer.raise_for_status()
         count: int = answer.json()["labels"]
         return count
-
-    def stats(self) -> dict[str, int]:
-        answer: dict[str, int] = httpx.get(f"{self.url}/_stats", timeout=5).json()
-        return answer
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -27,9 +25,9 @@ from tests.support import (
     BOOTSTRAP_KEY,
     DIALECT_PATHS,
     CapgateServer,
+    ProviderProcess,
     ServerFactory,
     captchas,
-    free_port,
     image_task,
     make_task,
 )
@@ -41,37 +39,17 @@ PREFIXES = DIALECT_PATHS  # where the upstream capgate serves each kind
 REPORTS = {"anticaptcha", "2captcha", "capmonster", "capsolver"}
 
 
-class FaultProvider:
+class FaultProvider(ProviderProcess):
     """tests/fault_provider.py in its own process."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        script = Path(__file__).parents[1] / "fault_provider.py"
-        self.process = subprocess.Popen([sys.executable, str(script), str(self.port), FAULT_KEY])
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.stats()
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        super().__init__("fault_provider.py", FAULT_KEY)
 
     def mode(self, mode: str) -> None:
         httpx.post(f"{self.url}/_mode", json={"mode": mode}).raise_for_status()
 
     def reset(self) -> None:
         httpx.post(f"{self.url}/_reset").raise_for_status()
-
-    def stats(self) -> dict[str, Any]:
-        answer: dict[str, Any] = httpx.get(f"{self.url}/_stats", timeout=5).json()
-        return answer
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
