@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import msgspec
 
 from capgate.api.http import Request, Response
-from capgate.api.routing import Route, Routes, guarded, post_only
+from capgate.api.routing import Route, Routes, guarded
 from capgate.model import CapgateError, ErrorCode, Lease, Solution, TaskType
 from capgate.service import Service
 
@@ -259,7 +259,7 @@ def mount_workers(routes: Routes, service: Service) -> None:
         routes.add(
             f"/worker/{name}",
             Route(
-                guarded(post_only(handler), render, label="worker", metrics=service.metrics),
+                guarded(handler, render, label="worker", metrics=service.metrics, method="POST"),
                 _on_error,
             ),
         )
