@@ -299,3 +299,17 @@ class ProviderProcess:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait(10)
+
+
+def seconds_until_closed(sock: socket.socket) -> tuple[float, bytes]:
+    """Read until the server closes the connection: how long that took, and what came."""
+    started = time.monotonic()
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    finally:
+        sock.close()
+    return time.monotonic() - started, received

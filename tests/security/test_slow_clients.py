@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import CapgateServer, ServerFactory
+from tests.support import CapgateServer, ServerFactory, seconds_until_closed
 
 pytestmark = pytest.mark.system
 
@@ -40,20 +40,6 @@ def connect(server: CapgateServer) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     sock.settimeout(30)
     return sock
-
-
-def seconds_until_closed(sock: socket.socket) -> tuple[float, bytes]:
-    """Read until the server closes the connection: how long that took, and what came."""
-    started = time.monotonic()
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except ConnectionResetError:
-        pass
-    finally:
-        sock.close()
-    return time.monotonic() - started, received
 
 
 @pytest.mark.parametrize(

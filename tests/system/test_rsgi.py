@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import BOOTSTRAP_KEY, CapgateServer, ServerFactory
+from tests.support import BOOTSTRAP_KEY, CapgateServer, ServerFactory, seconds_until_closed
 
 pytestmark = pytest.mark.system
 
@@ -98,16 +98,7 @@ def test_a_chunked_body_over_the_limit_is_refused(both: dict[str, CapgateServer]
 def closed_after(port: int, sent: bytes) -> tuple[float, bytes]:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.sendall(sent)
-    started = time.monotonic()
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except ConnectionResetError:
-        pass
-    finally:
-        sock.close()
-    return time.monotonic() - started, received
+    return seconds_until_closed(sock)
 
 
 def test_a_slow_body_is_cut_off_with_408(both: dict[str, CapgateServer]) -> None:
