@@ -36,6 +36,7 @@ from capgate.ocr.calibration import split
 from capgate.ocr.dataset import load_labelled
 from capgate.ocr.engine import DEFAULT_MODEL, Constraints, OcrEngine
 from capgate.ocr.grammar import evaluate
+from capgate.ocr.model_files import split_holdout, trained_real_sets
 from capgate.solvers.ocr import constraints_for
 
 # The seed of each of synth.NAMED_SETS (training/calibrate.py uses others).
@@ -101,12 +102,17 @@ def fitted_images(name: str, count: int) -> set[int] | None:
 
 def realworld(root: Path, every: int) -> tuple[dict[str, Samples], dict[str, Samples]]:
     """The labelled sets under `root`: those a calibration was fitted on (only the images
-    no fit saw) and those never seen, each {name: [(image bytes, label)]}."""
+    no fit saw, and of a set the model trained on only its held-out images, as
+    training/calibrate.py reads them) and those never seen, each {name: [(image bytes,
+    label)]}."""
     fitted_sets: dict[str, Samples] = {}
     unseen: dict[str, Samples] = {}
+    trained = trained_real_sets(DEFAULT_MODEL)
     for labels in sorted(root.glob("*/labels.csv")):
         name = labels.parent.name
         samples = load_labelled(labels.parent)
+        if name in trained:  # the model learnt the rest: only the held-out images count
+            samples = split_holdout(samples, trained[name])[1]
         fitted = fitted_images(name, len(samples))
         kept = [(s.image, s.label) for i, s in enumerate(samples) if i not in (fitted or set())]
         if len(kept) > SMALL_SET:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import io
 import json
 import random
 import string
@@ -53,6 +54,7 @@ from capgate.ocr.calibration import (
 from capgate.ocr.dataset import load_labelled
 from capgate.ocr.engine import DEFAULT_MODEL, OcrEngine, reading_of
 from capgate.ocr.grammar import evaluate
+from capgate.ocr.model_files import split_holdout, trained_real_sets
 from capgate.solvers.ocr import constraints_for
 
 # The seed of each of synth.NAMED_SETS: others than benchmarks/ocr.py reads.
@@ -61,7 +63,8 @@ SEEDS = {"B": 500_000, "A": 500_001, "B-dejavu": 500_002, "A-dejavu": 500_003,
 FIT = ("cloud4d", "henan4d", "tjsp5")
 CHECK = ("hfut4", "weibo4", "ems6", "tongji4")
 # Sets whose labels lost their case (their SOURCE.md): the sites compare without it.
-CASELESS = {"tjsp5", "hfut4"}
+CASELESS = {"tjsp5", "hfut4", "varied"}
+VARIED_SEED = 500_006  # --varied's images: no training, test or benchmark uses this seed
 # The chain's threshold: the lowest at which no held-out set reads more than this worse
 # than with ddddocr reading every image.
 TOLERANCE = 0.01
@@ -87,6 +90,21 @@ class LabelledSet:
     kind: str = "text"
 
 
+def varied_set(count: int) -> LabelledSet:
+    """`count` captchas of `training/varied.py` (seed VARIED_SEED, which nothing trains on):
+    the many styles of the web that neither engine was made for, where each is often
+    surely wrong. Compared without case, as most sites compare."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import varied
+
+    samples = []
+    for image, label in varied.generate(VARIED_SEED, count, varied.find_fonts()):
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        samples.append((png.getvalue(), label))
+    return LabelledSet("varied", samples, {"plain": {}})
+
+
 def generated(per_set: int) -> list[LabelledSet]:
     sets = []
     for name, seed in SEEDS.items():
@@ -100,10 +118,14 @@ def generated(per_set: int) -> list[LabelledSet]:
     return sets
 
 
-def real(root: Path, name: str, per_set: int) -> LabelledSet:
+def real(root: Path, name: str, per_set: int, holdout: float | None = None) -> LabelledSet:
     """A real set, read plain and with the alphabet its labels imply (as a client that
-    knows the site would ask: `numeric` 1 for digits, 2 for letters)."""
+    knows the site would ask: `numeric` 1 for digits, 2 for letters). With `holdout`, the
+    model was trained on the rest of the set: only its held-out images are read, since a
+    calibration fitted on images the model learnt by heart would overstate it."""
     everything = load_labelled(root / name)
+    if holdout is not None:
+        everything = split_holdout(everything, holdout)[1]
     chosen, _ = split(len(everything), per_set)
     samples = [(everything[i].image, everything[i].label) for i in chosen]
     modes: dict[str, dict[str, Any]] = {"plain": {}}
@@ -119,9 +141,16 @@ def labelled_sets(args: argparse.Namespace) -> tuple[list[LabelledSet], list[Lab
     """The sets to fit on (generated, and the real ones named by --fit) and the never-seen
     ones to check on (--check), as the command line asks."""
     fitting = generated(args.generated or args.per_set)
+    if args.varied:
+        fitting.append(varied_set(args.varied))
     checks: list[LabelledSet] = []
     if args.realworld is not None:
-        fitting += [real(args.realworld, name, args.per_set) for name in args.fit]
+        held_out = trained_real_sets(args.model)
+        if set(held_out) & set(args.check):
+            raise SystemExit(f"{args.model} was trained on a --check set: {sorted(held_out)}")
+        fitting += [
+            real(args.realworld, name, args.per_set, held_out.get(name)) for name in args.fit
+        ]
         checks = [real(args.realworld, name, args.per_set) for name in args.check]
     return fitting, checks
 
@@ -219,6 +248,9 @@ def main() -> None:
     parser.add_argument("--per-set", type=int, default=2000, help="images per set, at most")
     parser.add_argument(
         "--generated", type=int, help="images per generated set (default: --per-set)"
+    )
+    parser.add_argument(
+        "--varied", type=int, default=0, help="fit on this many varied.py captchas too"
     )
     parser.add_argument("--write", action="store_true", help="store the fit in the model's JSON")
     args = parser.parse_args()

@@ -328,18 +328,23 @@ def train(args: argparse.Namespace) -> None:
         f"stopped at step {step} ({stop[0] if stop else 'done'}), {duration(trained_seconds)}"
         f" trained; watched: {watched()}"
     )
-    base = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    # The history is the base model's: its own recipe, then what it grew from.
+    base_json = args.base.with_suffix(".json") if args.base else None
+    base = json.loads(base_json.read_text()) if base_json and base_json.exists() else {}
     meta: dict[str, object] = {
         "trained": {
             "what": "generalist (issue 16, item 1): varied synthetic + captcha package + real",
             "script": "training/train_generalist.py",
             **recipe(args, mixture),
+            "holdout": HOLDOUT,
             "steps_done": step,
             "sessions": sessions,
             "images_seen": step * args.batch,
             "minutes": round(trained_seconds / 60, 1),
         },
-        "history": [{"step": "shipped", **base.get("trained", {})}, *base.get("history", [])],
+        "history": [{"step": "base", **base["trained"]}, *base.get("history", [])]
+        if "trained" in base
+        else [],
     }
     export(model, out, spec, meta)
     log(f"exported {out / 'model.onnx'}")

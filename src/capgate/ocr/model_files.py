@@ -6,6 +6,7 @@ mistake is told in one line rather than a traceback. Needs no torch.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -146,3 +147,16 @@ def split_holdout(samples: Sequence[T], fraction: float) -> tuple[list[T], list[
     train = [s for s, h in zip(samples, held, strict=True) if not h]
     test = [s for s, h in zip(samples, held, strict=True) if h]
     return train, test
+
+
+def trained_real_sets(model: Path) -> dict[str, float]:
+    """The labelled real sets a model was trained on, each with the fraction of it held
+    out (every fifth image, `split_holdout`), as its `.json` records them under
+    `trained` (`training/train_generalist.py` writes `train_sets` and `holdout`). Only the
+    held-out images of those sets may measure or calibrate the model."""
+    path = model.with_suffix(".json")
+    trained = json.loads(path.read_text(encoding="utf-8")).get("trained", {})
+    if not isinstance(trained, dict):
+        return {}
+    holdout = float(trained.get("holdout", 0.2))
+    return {str(name): holdout for name in trained.get("train_sets", [])}
