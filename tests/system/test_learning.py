@@ -1,7 +1,8 @@
 """The learning loop end to end (docs/learning.md), with real processes: a gateway, an
 upstream provider that answers from labels (tests/label_provider.py, a real HTTP server
-speaking Anti-Captcha's API), real captchas of one shared set sent with a websiteURL, and
-the training job the gateway starts in its own process.
+speaking Anti-Captcha's API), real captchas of one shared set (mirrored, so the shipped
+generalist cannot read them) sent with a websiteURL, and the training job the gateway
+starts in its own process.
 
 It must show the site's model trained, promoted, serving, audited, and demoted when the
 upstream's answers change style: the same site's captchas then want another answer (here
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import os
 import sqlite3
 import subprocess
@@ -24,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.support import (
     BOOTSTRAP_KEY,
@@ -86,6 +89,20 @@ def need_torch() -> None:
         pytest.skip("torch is not installed (training/README.md): no training job can run")
 
 
+def mirrored(source: Path, folder: Path, count: int) -> Path:
+    """The first `count` captchas of a labelled set flipped left to right, each label
+    reversed to match: a site style the shipped generalist never saw (it was trained on
+    henan4d as drawn, and reads it 98% right), so the site needs a model of its own."""
+    (folder / "images").mkdir(parents=True)
+    rows = ["file,label"]
+    for number, (image, label) in enumerate(labelled_images(source)[:count]):
+        flipped = Image.open(io.BytesIO(image)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        flipped.save(folder / "images" / f"{number}.png")
+        rows.append(f"{number}.png,{label[::-1]}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
 def solve_all(server: CapgateServer, images: list[bytes]) -> list[dict[str, Any]]:
     """Send each image as a task of the site and wait for every result."""
 
@@ -131,9 +148,9 @@ def test_a_site_model_is_learned_promoted_audited_and_demoted(
     start_server: ServerFactory, provider: LabelProvider, tmp_path: Path
 ) -> None:
     need_torch()
-    henan = realworld_set("henan4d")
-    samples = labelled_images(henan)
-    assert provider.load(henan) == len(samples)
+    site = mirrored(realworld_set("henan4d"), tmp_path / "site", LEARN_FROM + 140)
+    samples = labelled_images(site)
+    assert provider.load(site) == len(samples)
     config = provider_config(tmp_path, provider)
     server = start_server(
         None,
@@ -142,10 +159,10 @@ def test_a_site_model_is_learned_promoted_audited_and_demoted(
         labels_key=UPSTREAM_KEY,
         admin_key=ADMIN,
         log_level="info",
-        # capgate's generalist model alone, and never sure enough for this site: every
-        # task goes upstream until the site has a model of its own.
+        # capgate's generalist model alone, and never sure enough: every task goes
+        # upstream until the site has a model of its own.
         ocr_engines="capgate",
-        ocr_min_confidence="0.995",
+        ocr_min_confidence="1",
         learning="true",
         learning_min_labels=str(LEARN_FROM),
         learning_epochs="4",

@@ -51,10 +51,11 @@ async def fill(store: SqliteStore, site: str, samples: Sequence[tuple[bytes, str
 
 
 def squeezed(png: bytes) -> bytes:
-    """A captcha drawn in the left half of an image twice as wide: a site's style that the
-    shipped model, which sees it squeezed to half its width, reads badly."""
+    """A captcha drawn in the top half of an image twice as tall: a site's style that the
+    shipped generalist, which sees it squeezed to half its height, reads about one in ten
+    of (the captcha beside white space as wide as itself it still reads half of)."""
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    canvas = Image.new("RGB", (image.width * 2, image.height), "white")
+    canvas = Image.new("RGB", (image.width, image.height * 2), "white")
     canvas.paste(image, (0, 0))
     out = io.BytesIO()
     canvas.save(out, "PNG")
@@ -77,9 +78,11 @@ def quiet(_: str) -> None:
 def test_a_site_the_generalist_reads_badly_gets_a_model_of_its_own(
     torch_installed: None, tmp_path: Path
 ) -> None:
-    """The candidate learns the site's style in three epochs and beats the shipped model
-    on the held-out labels; its threshold keeps only answers it reads right."""
-    samples = [(squeezed(png), label) for png, label in captchas(8002, 400)]
+    """The candidate learns the site's style in four epochs and beats the shipped model
+    on the held-out labels; its threshold keeps only answers it reads right. (Measured:
+    121 of 160 against 17, 38 answers kept, all right. The generalist learns a new style
+    more slowly than the model before it, which needed 400 labels and three epochs.)"""
+    samples = [(squeezed(png), label) for png, label in captchas(8002, 800)]
 
     async def scenario() -> JobOutcome:
         store = SqliteStore(tmp_path / "capgate.db")
@@ -87,7 +90,7 @@ def test_a_site_the_generalist_reads_badly_gets_a_model_of_its_own(
         try:
             await fill(store, "wide.example", samples)
             outcome = await train_site(
-                store, "wide.example", engines=("capgate",), epochs=3, now=lambda: 5.0, log=quiet
+                store, "wide.example", engines=("capgate",), epochs=4, now=lambda: 5.0, log=quiet
             )
             serving = await store.serving_models()
             assert serving["wide.example"].version == outcome.version == 1
@@ -99,8 +102,8 @@ def test_a_site_the_generalist_reads_badly_gets_a_model_of_its_own(
     outcome = asyncio.run(scenario())
     figures = outcome.figures
     assert outcome.promoted, outcome.reason
-    assert figures["current_engine"] == "capgate" and figures["held_out"] == 80
-    assert figures["current_right"] < 60  # the shipped model reads about 60% of them
+    assert figures["current_engine"] == "capgate" and figures["held_out"] == 160
+    assert figures["current_right"] < 40  # the shipped model reads about 10% of them
     assert figures["candidate_right"] > figures["current_right"] + 5
     assert figures["accuracy_after"] > figures["accuracy_before"]
     assert figures["kept"] >= 33 and figures["precision"] >= 0.97
