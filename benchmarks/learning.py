@@ -12,7 +12,7 @@ labels (tests/label_provider.py: a real HTTP server speaking Anti-Captcha's API,
    (case-insensitive), the share that still went upstream, the audits, and the upstream
    spend saved (local answers at the upstream price, less what the audits cost).
 
-    .venv/bin/python benchmarks/learning.py --set cloud4d
+    .venv/bin/python benchmarks/learning.py --set cloud4d [--mirror]
 
 Needs torch (training/README.md) and ../shared/data/realworld. Figures: RESULTS.md.
 """
@@ -28,6 +28,7 @@ sys.path[:] = [p for p in sys.path if not p.endswith("benchmarks")]
 import argparse
 import base64
 import csv
+import io
 import json
 import os
 import subprocess
@@ -73,10 +74,26 @@ def samples_of(folder: Path) -> list[tuple[bytes, str]]:
     return [((folder / "images" / r["file"]).read_bytes(), r["label"]) for r in rows]
 
 
+def mirrored(source: Path, folder: Path) -> Path:
+    """A copy of a labelled set with each captcha flipped left to right and its label
+    reversed to match: a site the shipped generalist never saw (it trained on cloud4d,
+    henan4d and tjsp5 as drawn), for measuring the loop from it on a trained-on set."""
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True)
+    rows = ["file,label"]
+    for number, (image, label) in enumerate(samples_of(source)):
+        flipped = Image.open(io.BytesIO(image)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        flipped.save(folder / "images" / f"{number}.png")
+        rows.append(f"{number}.png,{label[::-1]}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
 class Gateway:
     """The label upstream and a capgate that learns from it, in their own processes."""
 
-    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+    def __init__(self, args: argparse.Namespace, work: Path, labels: Path) -> None:
         self.upstream_port, self.port = free_port(), free_port()
         self.upstream = f"http://127.0.0.1:{self.upstream_port}"
         self.base = f"http://127.0.0.1:{self.port}"
@@ -86,7 +103,7 @@ class Gateway:
         )
         wait_ready(f"{self.upstream}/_stats")
         httpx.post(
-            f"{self.upstream}/_labels", json={"folder": str(REALWORLD / args.set)}, timeout=120
+            f"{self.upstream}/_labels", json={"folder": str(labels)}, timeout=120
         ).raise_for_status()
         config = work / "capgate.toml"
         config.write_text(
@@ -175,11 +192,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="learning_threads")
     parser.add_argument("--min-confidence", type=float, default=0.9, help="ocr_min_confidence")
     parser.add_argument("--price", default="0.001", help="the upstream's price per captcha, USD")
+    parser.add_argument(
+        "--mirror", action="store_true", help="flip the captchas (and labels): a new style"
+    )
     args = parser.parse_args()
-    samples = samples_of(REALWORLD / args.set)
-    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="capgate-bench-learning-") as tmp:
-        gateway = Gateway(args, Path(tmp))
+        labels = REALWORLD / args.set
+        if args.mirror:
+            labels = mirrored(labels, Path(tmp) / "mirrored")
+        samples = samples_of(labels)
+        started = time.monotonic()
+        gateway = Gateway(args, Path(tmp), labels)
         try:
             sent = 0
             right_learning = 0

@@ -890,6 +890,27 @@ async def test_the_in_flight_limit_holds_for_concurrent_creates(store: Store) ->
     assert again.status is TaskStatus.QUEUED
 
 
+async def test_concurrent_creates_spend_each_balance_exactly_once(store: Store) -> None:
+    """Creates that arrive together (one batch, in SQLite one transaction) debit each key
+    in order: those the balance covers are made, the rest refused, and other keys' creates
+    and free ones beside them are untouched."""
+    rich, poor = await new_key(store, 10_000, "rich"), await new_key(store, 3500, "poor")
+    creates = []
+    for _ in range(6):
+        creates.append(store.create_task(poor.id, IMAGE, 1000, "ip", T0, T0 + 120, T0 + DAY))
+        creates.append(store.create_task(rich.id, IMAGE, 1000, "ip", T0, T0 + 120, T0 + DAY))
+        creates.append(store.create_task(poor.id, TOKEN_TASK, 0, "ip", T0, T0 + 120, T0 + DAY))
+    outcomes = await asyncio.gather(*creates, return_exceptions=True)
+    made = [o for o in outcomes if isinstance(o, Task)]
+    refused = [o for o in outcomes if isinstance(o, CapgateError)]
+    assert [o.code for o in refused] == [ErrorCode.ZERO_BALANCE] * 3
+    paid_by_poor = [t for t in made if t.key_id == poor.id and t.cost]
+    assert len(paid_by_poor) == 3 and len(made) == 3 + 6 + 6
+    assert await balance_of(store, poor) == (500, 0)
+    assert await balance_of(store, rich) == (4000, 0)
+    assert await store.in_flight(poor.id) == 9
+
+
 async def solved_tasks(store: Store, key: Key, n: int) -> list[Task]:
     tasks = [await create(store, key.id, IMAGE, 1000, "ip", T0, T0 + 120) for _ in range(n)]
     for lease in await store.lease([TaskType.IMAGE_TO_TEXT], n, 30, T0 + 1):

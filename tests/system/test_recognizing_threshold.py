@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,19 +22,19 @@ pytestmark = pytest.mark.system
 PRICE = 0.001
 
 
-def stripes() -> str:
-    """Vertical stripes, base64: the model reads letters into them (today `jjvjvjvjy`),
-    with next to no confidence."""
-    image = Image.new("L", (160, 60), 0)
-    for x in range(0, 160, 8):
-        image.paste(255, (x, 0, x + 1, 60))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return base64.b64encode(out.getvalue()).decode()
-
-
 # A set-B captcha the shipped model reads right, calibrated about 0.98 sure.
 CLEAR, CLEAR_TEXT = captchas(seed=15003, n=1)[0]
+
+
+def buried() -> str:
+    """CLEAR under heavy seeded noise, base64: the model reads letters into it (today
+    `jUyt`), with next to no confidence (0.03)."""
+    image = Image.open(io.BytesIO(base64.b64decode(CLEAR))).convert("L")
+    pixels = np.asarray(image, dtype=np.float64)
+    noisy = pixels + np.random.default_rng(0).normal(0, 120, pixels.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
 
 
 def create(server: CapgateServer, task: dict[str, Any], key: str = BOOTSTRAP_KEY) -> Any:
@@ -56,13 +57,13 @@ def balance(server: CapgateServer, key: str = BOOTSTRAP_KEY) -> float:
 def test_an_answer_less_sure_than_the_threshold_is_unsolvable_and_free(
     server: CapgateServer,
 ) -> None:
-    result = solve(server, {**image_task(stripes()), "recognizingThreshold": 90})
+    result = solve(server, {**image_task(buried()), "recognizingThreshold": 90})
     assert result["errorCode"] == "ERROR_CAPTCHA_UNSOLVABLE", result
     assert "recognizingThreshold" in result["errorDescription"]
     assert balance(server) == pytest.approx(10)
     # The same image with no bar to clear is answered, and charged.
     for extra in ({"recognizingThreshold": 0}, {}):
-        result = solve(server, {**image_task(stripes()), **extra})
+        result = solve(server, {**image_task(buried()), **extra})
         assert result["status"] == "ready" and result["solution"]["text"], result
     # A clear captcha clears a high bar, and is charged.
     result = solve(server, {**image_task(CLEAR), "recognizingThreshold": 50})
@@ -83,7 +84,7 @@ def test_a_threshold_that_is_no_percentage_is_refused_and_nothing_stored(
 
 
 def test_a_numeric_string_threshold_counts(server: CapgateServer) -> None:
-    result = solve(server, {**image_task(stripes()), "recognizingThreshold": "90"})
+    result = solve(server, {**image_task(buried()), "recognizingThreshold": "90"})
     assert result["errorCode"] == "ERROR_CAPTCHA_UNSOLVABLE", result
 
 
@@ -92,15 +93,15 @@ def test_the_key_suffix_sets_the_threshold_of_the_tasks_it_creates(
 ) -> None:
     suffixed = f"{BOOTSTRAP_KEY}__RecognizingThreshold_90"
     assert balance(server, suffixed) == pytest.approx(10)
-    result = solve(server, image_task(stripes()), suffixed)
+    result = solve(server, image_task(buried()), suffixed)
     assert result["errorCode"] == "ERROR_CAPTCHA_UNSOLVABLE", result
     # The task's own field wins over the key's.
-    result = solve(server, {**image_task(stripes()), "recognizingThreshold": 0}, suffixed)
+    result = solve(server, {**image_task(buried()), "recognizingThreshold": 0}, suffixed)
     assert result["status"] == "ready", result
     result = solve(server, image_task(CLEAR), f"{BOOTSTRAP_KEY}__recognizingthreshold_50")
     assert result["solution"]["text"] == CLEAR_TEXT, result
     # Module names and unknown options are ignored; a bad threshold is refused by name.
-    result = solve(server, image_task(stripes()), f"{BOOTSTRAP_KEY}__solvemedia__whatever_1")
+    result = solve(server, image_task(buried()), f"{BOOTSTRAP_KEY}__solvemedia__whatever_1")
     assert result["status"] == "ready", result
     before = server.db_counts()
     answer = create(server, image_task(CLEAR), f"{BOOTSTRAP_KEY}__recognizingthreshold_abc")
@@ -114,7 +115,7 @@ def test_the_key_suffix_sets_the_threshold_of_the_tasks_it_creates(
 
 def test_the_key_suffix_works_on_2captchas_legacy_api(server: CapgateServer) -> None:
     key = f"{BOOTSTRAP_KEY}__recognizingthreshold_90"
-    sent = server.http.post("/in.php", data={"key": key, "method": "base64", "body": stripes()})
+    sent = server.http.post("/in.php", data={"key": key, "method": "base64", "body": buried()})
     assert sent.text.startswith("OK|"), sent.text
     deadline = time.monotonic() + 30
     while True:
@@ -138,7 +139,7 @@ def test_an_upstream_answer_stands_and_a_failed_upstream_leaves_the_task_unsolva
 ) -> None:
     fault_process.reset()
     server = gateway(start_server, tmp_path, [broken(fault_process)], ocr=True)
-    task = {**image_task(stripes()), "recognizingThreshold": 90}
+    task = {**image_task(buried()), "recognizingThreshold": 90}
     result = solve(server, task)
     # The local answer was refused; the provider's, which says no confidence, stands.
     assert (result["solution"]["text"], result["solveCount"]) == ("UPSTREAM", 2), result

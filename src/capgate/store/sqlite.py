@@ -232,7 +232,8 @@ class _Q:
     key_by_id = f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = ?"
     all_keys = f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY id"
     add_balance = "UPDATE keys SET balance = balance + ? WHERE id = ?"
-    debit = "UPDATE keys SET balance = balance - ? WHERE id = ? AND (? = 0 OR balance >= ?)"
+    balance = "SELECT balance FROM keys WHERE id = ?"
+    debit = "UPDATE keys SET balance = balance - ? WHERE id = ?"
     refund = "UPDATE keys SET balance = balance + ? WHERE id = ?"
     charge = "UPDATE keys SET spent = spent + ?1, solved = solved + (?1 > 0) WHERE id = ?2"
     insert_task = (
@@ -635,11 +636,13 @@ class SqliteStore(Store):
             db = self.db
             # "power": no fsync inside this COMMIT, on the loop; _sync_creates does it.
             with _no_fsync_in_commit(db) if power else nullcontext(), _transaction(db):
+                balances = _Balances(db)
                 for new, _ in batch:
                     try:
-                        outcomes.append(self._insert(new))
+                        outcomes.append(self._insert(new, balances))
                     except CapgateError as refused:  # Raised before anything was written.
                         outcomes.append(refused)
+                balances.write()
         except Exception as failed:  # Nothing of the batch was committed.
             for _, created in batch:
                 if not created.done():
@@ -712,7 +715,7 @@ class SqliteStore(Store):
                 os.close(folder)
         os.fdatasync(self._wal[0])
 
-    def _insert(self, new: _NewTask) -> Task:
+    def _insert(self, new: _NewTask, balances: _Balances) -> Task:
         db, idempotency = self.db, new.idempotency
         if idempotency is not None:
             earlier = db.execute(_Q.idempotent, (new.key_id, idempotency[0])).fetchone()
@@ -725,7 +728,7 @@ class SqliteStore(Store):
         if limit > 0 and db.execute(_Q.in_flight, (new.key_id,)).fetchone()[0] >= limit:
             raise too_many_in_flight(limit)
         cost = new.cost
-        if db.execute(_Q.debit, (cost, new.key_id, cost, cost)).rowcount != 1:
+        if not balances.debit(new.key_id, cost):
             raise CapgateError(ErrorCode.ZERO_BALANCE, "balance too low for this task")
         spec = new.spec
         (task_id,) = db.execute(
@@ -1146,6 +1149,40 @@ def _answer(batch: _Batch, outcomes: _Outcomes) -> None:
             created.set_exception(outcome)
         else:
             created.set_result(outcome)
+
+
+class _Balances:
+    """The balances a batch of creates debits, inside its write transaction: each key's
+    read once and its debits written once, at the end, instead of an UPDATE per task (an
+    UPDATE of the key's row cost about as much as the task's INSERT). BEGIN IMMEDIATE
+    holds the write lock from the first read, so no other connection can change a balance
+    between the read and the write; a batch that fails is rolled back whole."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.left: dict[int, int] = {}
+        self.debits: dict[int, int] = {}
+
+    def debit(self, key_id: int, cost: int) -> bool:
+        """Take `cost` from the key's balance; False if the key is gone or its balance
+        is short (a free task needs only the key)."""
+        left = self.left.get(key_id)
+        if left is None:
+            row = self.db.execute(_Q.balance, (key_id,)).fetchone()
+            if row is None:
+                return False
+            left = self.left[key_id] = row[0]
+        if cost == 0:
+            return True
+        if left < cost:
+            return False
+        self.left[key_id] = left - cost
+        self.debits[key_id] = self.debits.get(key_id, 0) + cost
+        return True
+
+    def write(self) -> None:
+        for key_id, total in self.debits.items():
+            self.db.execute(_Q.debit, (total, key_id))
 
 
 @contextmanager
