@@ -89,6 +89,7 @@ class Mixture:
         self.args = args
         self.spec = spec
         self.fonts = varied.find_fonts()
+        self.styles = parse_styles(args.styles)
         extra = sorted(
             str(p)
             for d in ("liberation", "freefont")
@@ -143,7 +144,9 @@ class Mixture:
                 image, label = self.captcha_image(rng)
                 out[i] = gray(image, self.spec)
             else:
-                image, label = varied.render(rng, self.fonts)
+                image, label = varied.render(
+                    rng, self.fonts, styles=self.styles, min_pattern_size=self.args.min_pattern_size
+                )
                 out[i] = gray(image, self.spec)
             labels.append(label)
         return out, labels
@@ -158,6 +161,20 @@ def standardize(batch: Any) -> Any:
     mean = x.mean(dim=(1, 2), keepdim=True)
     std = x.std(dim=(1, 2), keepdim=True, unbiased=False)
     return ((x - mean) / (std + 1e-3)).unsqueeze(1)
+
+
+def parse_styles(text: str) -> tuple[tuple[str, float], ...]:
+    """`filled=0.72,hollow=0.12,...` as varied.render takes it; empty: varied.STYLES."""
+    if not text:
+        return varied.STYLES
+    known = {name for name, _ in varied.STYLES}
+    styles = []
+    for item in text.split(","):
+        name, _, weight = item.partition("=")
+        if name not in known:
+            raise SystemExit(f"--styles: {name!r} is none of {sorted(known)}")
+        styles.append((name, float(weight)))
+    return tuple(styles)
 
 
 def recipe(args: argparse.Namespace, mixture: Mixture | None = None) -> dict[str, object]:
@@ -447,6 +464,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--share-phrase", type=float, default=0.05, help="of the captcha package's images: phrases"
+    )
+    parser.add_argument(
+        "--styles",
+        default="",
+        help="varied glyph styles and weights, e.g. filled=0.5,hollow=0.2,hatched=0.3"
+        " (default: varied.STYLES)",
+    )
+    parser.add_argument(
+        "--min-pattern-size",
+        type=int,
+        default=varied.MIN_PATTERN_SIZE,
+        help="glyphs drawn smaller are always filled",
     )
     parser.add_argument("--realworld", type=Path, default=REALWORLD)
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS))

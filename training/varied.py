@@ -275,6 +275,14 @@ def _text_color(rng: random.Random, background: float) -> RGB:
 # --- the whole captcha ---------------------------------------------------------------------
 
 
+# Glyph styles and their weights; hollow, dotted, hatched and striped only where the
+# glyphs are drawn at least MIN_PATTERN_SIZE px.
+STYLES: tuple[tuple[str, float], ...] = (
+    ("filled", 0.72), ("hollow", 0.12), ("dotted", 0.06), ("hatched", 0.06), ("stripes", 0.04),
+)  # fmt: skip
+MIN_PATTERN_SIZE = 20
+
+
 def _weighted(
     rng: random.Random, options: Sequence[tuple[str, float]] | Sequence[tuple[int, float]]
 ) -> object:
@@ -421,9 +429,14 @@ def _degrade(image: Image.Image, rng: random.Random) -> Image.Image:
 
 
 def render(
-    rng: random.Random, fonts: Sequence[Path], label: str | None = None
+    rng: random.Random,
+    fonts: Sequence[Path],
+    label: str | None = None,
+    styles: Sequence[tuple[str, float]] = STYLES,
+    min_pattern_size: int = MIN_PATTERN_SIZE,
 ) -> tuple[Image.Image, str]:
-    """One varied captcha and its label (random unless given), drawn from `rng` alone."""
+    """One varied captcha and its label (random unless given), drawn from `rng` alone;
+    its glyphs in one of `styles` (weighted), filled when drawn under `min_pattern_size`."""
     if not fonts:
         raise ValueError("no fonts to draw with")
     label = label if label is not None else random_label(rng)
@@ -433,18 +446,8 @@ def render(
     # One font for the whole text mostly; sometimes one per character.
     mixed_fonts = rng.random() < 0.15
     font = str(rng.choice(fonts))
-    style_roll = rng.random() if size >= 20 else 0.0  # patterns need room
-    style = (
-        "filled"
-        if style_roll < 0.72
-        else "hollow"
-        if style_roll < 0.84
-        else "dotted"
-        if style_roll < 0.9
-        else "hatched"
-        if style_roll < 0.96
-        else "stripes"
-    )
+    # Patterns need room: below min_pattern_size every glyph is filled.
+    style = str(_weighted(rng, styles)) if size >= min_pattern_size else "filled"
     bold = rng.random() < 0.2
     stroke = 0
     if style == "hollow":
