@@ -1153,8 +1153,8 @@ def _answer(batch: _Batch, outcomes: _Outcomes) -> None:
 
 class _Balances:
     """The balances a batch of creates debits, inside its write transaction: each key's
-    read once and its debits written once, at the end, instead of an UPDATE per task (an
-    UPDATE of the key's row cost about as much as the task's INSERT). BEGIN IMMEDIATE
+    read once and its debits written once, at the end, instead of an UPDATE per task (3-7
+    µs a task in a bare-SQLite loop, about a tenth of the INSERT). BEGIN IMMEDIATE
     holds the write lock from the first read, so no other connection can change a balance
     between the read and the write; a batch that fails is rolled back whole."""
 
