@@ -165,7 +165,7 @@ def test_a_site_model_is_learned_promoted_audited_and_demoted(
         ocr_min_confidence="1",
         learning="true",
         learning_min_labels=str(LEARN_FROM),
-        learning_epochs="4",
+        learning_epochs="10",
         learning_threads="2",
         learning_check_seconds="1",
         learning_audit_share="1",
