@@ -100,14 +100,14 @@ def fitted_images(name: str, count: int) -> set[int] | None:
     return fitted if seen else None
 
 
-def realworld(root: Path, every: int) -> tuple[dict[str, Samples], dict[str, Samples]]:
+def realworld(root: Path, every: int, model: Path) -> tuple[dict[str, Samples], dict[str, Samples]]:
     """The labelled sets under `root`: those a calibration was fitted on (only the images
     no fit saw, and of a set the model trained on only its held-out images, as
     training/calibrate.py reads them) and those never seen, each {name: [(image bytes,
     label)]}."""
     fitted_sets: dict[str, Samples] = {}
     unseen: dict[str, Samples] = {}
-    trained = trained_real_sets(DEFAULT_MODEL)
+    trained = trained_real_sets(model)  # the model measured, not the shipped one
     for labels in sorted(root.glob("*/labels.csv")):
         name = labels.parent.name
         samples = load_labelled(labels.parent)
@@ -169,7 +169,7 @@ def main() -> None:
         for engine_name, read in readers.items():
             measure(name, engine_name, read, samples, kind)
     if args.realworld is not None:
-        fitted, unseen = realworld(args.realworld, args.every)
+        fitted, unseen = realworld(args.realworld, args.every, args.model)
         if own is not None:
             readers["ddddocr, its own API"] = own
         for title, sets in (("fitted on (their other images)", fitted), ("never seen", unseen)):
