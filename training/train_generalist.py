@@ -145,7 +145,13 @@ class Mixture:
                 out[i] = gray(image, self.spec)
             else:
                 image, label = varied.render(
-                    rng, self.fonts, styles=self.styles, min_pattern_size=self.args.min_pattern_size
+                    rng,
+                    self.fonts,
+                    styles=self.styles,
+                    min_pattern_size=self.args.min_pattern_size,
+                    baseline=self.args.baseline,
+                    clipped=self.args.clipped,
+                    frame=self.args.frame,
                 )
                 out[i] = gray(image, self.spec)
             labels.append(label)
@@ -476,6 +482,21 @@ def main() -> None:
         type=int,
         default=varied.MIN_PATTERN_SIZE,
         help="glyphs drawn smaller are always filled",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        default=0.0,
+        help="share of varied captchas drawn on the font's baseline, not glyph by glyph",
+    )
+    parser.add_argument(
+        "--clipped",
+        type=float,
+        default=0.0,
+        help="share of those whose descenders the bottom edge cuts",
+    )
+    parser.add_argument(
+        "--frame", type=float, default=0.0, help="share of varied captchas with a border"
     )
     parser.add_argument("--realworld", type=Path, default=REALWORLD)
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS))

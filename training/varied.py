@@ -203,6 +203,7 @@ class _Glyph:
     mask: Image.Image  # "L": 255 where the glyph's ink is
     color: RGB
     dy: int
+    top: float = 0.0  # the mask's top row, down from the font's baseline
 
 
 def _pattern(kind: str, w: int, h: int, period: int, rng: random.Random) -> U8:
@@ -221,14 +222,18 @@ def _pattern(kind: str, w: int, h: int, period: int, rng: random.Random) -> U8:
 
 def _glyph(
     rng: random.Random, font_path: str, size: int, char: str, style: str, stroke: int
-) -> Image.Image:
+) -> tuple[Image.Image, float]:
     """One character's ink mask: filled, hollow (outline), dotted, hatched or with an outline
-    around it; rotated, sheared and scaled on its own."""
+    around it; rotated, sheared and scaled on its own. With it, where the mask's top row sits
+    relative to the font's baseline (negative: above it), for text drawn on a baseline."""
     font = _font(font_path, size)
     pad = stroke + 2
     box = font.getbbox(char, stroke_width=stroke)
     w, h = int(box[2] - box[0]) + 2 * pad, int(box[3] - box[1]) + 2 * pad
     origin = (pad - box[0], pad - box[1])
+    # The mask's centre, measured down from the baseline: kept through the transforms below
+    # (shear and rotation keep the centre; a squeeze scales it), then moved by the crop.
+    centre = box[1] - pad + h / 2 - font.getmetrics()[0]
     mask = Image.new("L", (max(w, 1), max(h, 1)), 0)
     draw = ImageDraw.Draw(mask)
     if style == "hollow":
@@ -261,11 +266,15 @@ def _glyph(
             (max(1, int(mask.width * sx)), max(1, int(mask.height * sy))),
             Image.Resampling.BILINEAR,
         )
+        centre *= sy
     if rng.random() < 0.6:
         angle = rng.gauss(0, 12) if rng.random() < 0.8 else rng.uniform(-40, 40)
         mask = mask.rotate(angle, Image.Resampling.BILINEAR, expand=True)
     bbox = mask.getbbox()
-    return mask.crop(bbox) if bbox else mask
+    if not bbox:
+        return mask, centre - mask.height / 2
+    top = centre + bbox[1] - mask.height / 2
+    return mask.crop(bbox), top
 
 
 def _text_color(rng: random.Random, background: float) -> RGB:
@@ -434,9 +443,17 @@ def render(
     label: str | None = None,
     styles: Sequence[tuple[str, float]] = STYLES,
     min_pattern_size: int = MIN_PATTERN_SIZE,
+    baseline: float = 0.0,
+    clipped: float = 0.0,
+    frame: float = 0.0,
 ) -> tuple[Image.Image, str]:
     """One varied captcha and its label (random unless given), drawn from `rng` alone;
-    its glyphs in one of `styles` (weighted), filled when drawn under `min_pattern_size`."""
+    its glyphs in one of `styles` (weighted), filled when drawn under `min_pattern_size`.
+
+    A share `baseline` of captchas set their glyphs on the font's baseline, as text is drawn
+    (otherwise each glyph is centred on its own); of those, a share `clipped` sit so low that
+    the bottom edge cuts the descenders (a "y" that looks like a "v": hfut4). A share `frame`
+    get a border. The defaults (0) draw exactly what earlier versions drew from a seed."""
     if not fonts:
         raise ValueError("no fonts to draw with")
     label = label if label is not None else random_label(rng)
@@ -460,8 +477,11 @@ def render(
     for char in label:
         char_font = str(rng.choice(fonts)) if mixed_fonts else font
         char_size = max(8, int(size * rng.uniform(0.85, 1.15)))
-        mask = _glyph(rng, char_font, char_size, char, style, stroke)
-        glyphs.append(_Glyph(mask, (0, 0, 0), int(rng.uniform(-jitter, jitter))))
+        mask, top = _glyph(rng, char_font, char_size, char, style, stroke)
+        glyphs.append(_Glyph(mask, (0, 0, 0), int(rng.uniform(-jitter, jitter)), top))
+    on_baseline = baseline > 0 and rng.random() < baseline
+    cut = on_baseline and clipped > 0 and rng.random() < clipped
+    keep = rng.uniform(0.15, 0.7) if cut else 1.0  # how much of the deepest descender shows
 
     text_w = sum(g.mask.width for g in glyphs)
     gaps = [int(spacing * size * rng.uniform(0.6, 1.4)) for _ in glyphs[1:]]
@@ -470,6 +490,17 @@ def render(
     margin_x = int(height * rng.uniform(0.05, 0.8))
     width = max(text_w + 2 * margin_x, int(height * 1.2))
     canvas_h = max(height, text_h + 2)
+    baseline_y = 0.0
+    if on_baseline:  # glyph tops relative to the baseline; a third of the jitter
+        tops = [g.top + g.dy / 3 for g in glyphs]
+        ascent = -min(tops)
+        descent = max(t + g.mask.height for t, g in zip(tops, glyphs, strict=True))
+        if cut:
+            canvas_h = max(height, int(ascent + max(0.0, descent) * keep) + 2)
+            baseline_y = canvas_h - max(0.0, descent) * keep
+        else:
+            canvas_h = max(height, int(ascent + descent) + 2)
+            baseline_y = (canvas_h - (ascent + descent)) / 2 + ascent
     background = _background(rng, np_rng, width, canvas_h)
     bg_luma = float(np.asarray(background.convert("L")).mean())
     one_color = rng.random() < 0.5
@@ -483,8 +514,11 @@ def render(
     x = (width - text_w) // 2 + int(rng.uniform(-0.5, 0.5) * max(0, width - text_w) / 2)
     for i, glyph in enumerate(glyphs):
         color = ink if one_color else _text_color(rng, bg_luma)
-        y = (canvas_h - glyph.mask.height) // 2 + glyph.dy
-        y = min(max(y, -glyph.mask.height // 4), canvas_h - glyph.mask.height * 3 // 4)
+        if on_baseline:
+            y = round(baseline_y + glyph.top + glyph.dy / 3)
+        else:
+            y = (canvas_h - glyph.mask.height) // 2 + glyph.dy
+            y = min(max(y, -glyph.mask.height // 4), canvas_h - glyph.mask.height * 3 // 4)
         if style == "filled" and rng.random() < 0.08:  # an outline of another colour
             halo = glyph.mask.filter(ImageFilter.MaxFilter(3))
             background.paste(_text_color(rng, bg_luma), (x, y), halo)
@@ -501,6 +535,9 @@ def render(
     image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     if canvas_h != height:  # text taller than the image (rotation, jitter): squeezed in
         image = image.resize((width, height), Image.Resampling.BILINEAR)
+    if frame > 0 and rng.random() < frame:
+        line = max(1, round(height * rng.uniform(0.02, 0.06)))
+        ImageDraw.Draw(image).rectangle((0, 0, width - 1, height - 1), outline=ink, width=line)
     return _degrade(image, rng), label
 
 
