@@ -413,9 +413,13 @@ def fit_rule(pairs: Sequence[Pair], calibration: Calibration, threshold: float) 
         )
         for p in differing
     ]
+    # The pick: on the differing pairs where exactly one engine read right, whether it
+    # was the first (see capgate.ocr.chain).
+    one_right = [i for i, p in enumerate(differing) if p.right[0] != p.right[1]]
     referee = Referee(
         fit_logistic(x, [p.right[0] for p in differing]),
         fit_logistic(x, [p.right[1] for p in differing]),
+        fit_logistic([x[i] for i in one_right], [differing[i].right[0] for i in one_right]),
     )
     return Rule(threshold, agree_map, referee)
 

@@ -134,6 +134,35 @@ def test_differing_answers_go_to_the_referee() -> None:
     assert 0.0 <= answer.confidence <= 1.0
 
 
+def test_the_referees_pick_decides_and_each_answer_keeps_its_own_probability() -> None:
+    # Per engine, the first looks likelier right (a prior of +3 for it); the pick weighs
+    # the margins alone, and ddddocr is far surer of its answer against capgate's.
+    referee = Referee(
+        (3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        (0.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0),
+    )
+    rule = Rule(0.9, AGREEING, referee)
+    first = reading("7880", 0.5, **{"7880": -1.0, "1880": -1.4})  # margin 0.4
+    second = reading("1880", 0.8, **{"7880": -8.0, "1880": -1.1})  # margin 6.9
+    x = features("7880", "1880", 0.5, 0.8, 0.4, 6.9)
+    p_first, p_second = referee.weigh(x)
+    assert p_first > p_second  # the old rule (the likelier one) would keep capgate's
+    answer = pair(first, second, rule).read(IMAGE)
+    assert (answer.text, answer.engine) == ("1880", "ddddocr")
+    assert answer.confidence == pytest.approx(p_second)
+    # Without a pick, the answer more likely right stands, as before.
+    answer = pair(first, second, Rule(0.9, AGREEING, Referee(referee.first, referee.second))).read(
+        IMAGE
+    )
+    assert (answer.text, answer.confidence) == ("7880", pytest.approx(p_first))
+    # Where capgate is the surer one against ddddocr's answer, the pick keeps it.
+    first = reading("7880", 0.5, **{"7880": -1.0, "1880": -9.0})
+    second = reading("1880", 0.8, **{"7880": -1.5, "1880": -1.1})
+    assert pair(first, second, rule).read(IMAGE).text == "7880"
+    assert Rule.from_json(json.loads(json.dumps(rule.to_json()))) == rule
+
+
 def test_an_answer_one_engine_cannot_spell_counts_as_a_clipped_margin() -> None:
     first = reading("AB12", 0.3, ab12=-1.0)  # ddddocr's text is -inf to capgate
     second = reading("宁34", 0.9, ab12=-3.0, **{"宁34": -0.5})
@@ -196,6 +225,8 @@ def test_a_rule_round_trips_through_json_and_a_malformed_one_is_refused() -> Non
         Referee((1.0,), (1.0,))
     with pytest.raises(ValueError):
         Referee((math.nan,) * len(FEATURES), (0.0,) * len(FEATURES))
+    with pytest.raises(ValueError):
+        Referee((0.0,) * len(FEATURES), (0.0,) * len(FEATURES), (1.0,))
 
 
 def test_the_shipped_rule_and_ddddocr_calibration_were_fitted_apart_from_the_checks() -> None:
@@ -203,6 +234,7 @@ def test_the_shipped_rule_and_ddddocr_calibration_were_fitted_apart_from_the_che
     rule = load_rule()
     assert rule is not None
     assert 0.5 <= rule.threshold <= 1.0
+    assert rule.referee.which is not None
     document = json.loads(ddddocr_engine.CALIBRATION.read_text())
     for section in ("calibration", "chain"):
         images = document[section]["fitted_on"]["images"]

@@ -6,11 +6,18 @@ threshold, its answer stands. Otherwise ddddocr reads the image too (about 15 ms
 - if both read the same text (letters in either case), that text stands, in capgate's
   case, and its confidence is the calibrated probability that agreeing answers are right
   (`agreeing`: an isotonic map of 1 - (1 - c1)(1 - c2));
-- if they differ, a referee weighs the two: for each engine, a logistic model of the
-  probability that its answer is right given how sure each engine is (calibrated), how
-  likely each engine finds its own answer against the other's (the CTC likelihood of
-  both texts under both models), and the two answers' lengths. The answer more likely
-  right stands, with that probability as its confidence.
+- if they differ, a referee weighs the two, on what each engine says: how sure each is
+  (calibrated), how likely each finds its own answer against the other's (the CTC
+  likelihood of both texts under both models), and the two answers' lengths. A logistic
+  model of which answer is the right one, fitted on the images where exactly one engine
+  read right (`Referee.which`), picks the answer that stands; its confidence is, from a
+  logistic model per engine, the probability that this engine's answer is right.
+
+  The pick is fitted on those images alone because the question "which one?" only
+  matters there. Fitted on every differing pair, as the per-engine models are, the pick
+  learnt mostly that capgate is right on the styles it trained on, and on styles neither
+  engine trained on it kept capgate's answer where ddddocr's own evidence (its margin)
+  said otherwise (training/README.md has the figures).
 
 Every answer's confidence is so a calibrated probability that it is right, which
 `ocr_min_confidence` and a task's `recognizingThreshold` compare against. The threshold,
@@ -115,23 +122,35 @@ def _sigmoid(x: float) -> float:
 @dataclass(frozen=True)
 class Referee:
     """Logistic weights (over `features`) for the probability that each engine's answer is
-    right when the two differ."""
+    right when the two differ (`first`, `second`), and for the probability that the
+    first's is the right one when exactly one of them is (`which`; without it, the answer
+    more likely right is picked)."""
 
     first: tuple[float, ...]
     second: tuple[float, ...]
+    which: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if not (len(self.first) == len(self.second) == len(FEATURES)):
-            raise ValueError(f"a referee needs {len(FEATURES)} weights per engine")
-        if not all(math.isfinite(w) for w in self.first + self.second):
+        vectors = (self.first, self.second, *((self.which,) if self.which is not None else ()))
+        if any(len(v) != len(FEATURES) for v in vectors):
+            raise ValueError(f"a referee needs {len(FEATURES)} weights per model")
+        if not all(math.isfinite(w) for v in vectors for w in v):
             raise ValueError("referee weights must be finite")
 
     def weigh(self, x: Sequence[float]) -> tuple[float, float]:
         """The probability that the first engine's answer is right, and the second's."""
-        return (
-            _sigmoid(sum(w * v for w, v in zip(self.first, x, strict=True))),
-            _sigmoid(sum(w * v for w, v in zip(self.second, x, strict=True))),
-        )
+        return _sigmoid(_dot(self.first, x)), _sigmoid(_dot(self.second, x))
+
+    def picks_first(self, x: Sequence[float]) -> bool:
+        """Whether the first engine's answer stands."""
+        if self.which is not None:
+            return _dot(self.which, x) >= 0.0
+        p_first, p_second = self.weigh(x)
+        return p_first >= p_second
+
+
+def _dot(weights: Sequence[float], x: Sequence[float]) -> float:
+    return sum(w * v for w, v in zip(weights, x, strict=True))
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,7 @@ class Rule:
                 "features": list(FEATURES),
                 "first": list(self.referee.first),
                 "second": list(self.referee.second),
+                **({"which": list(self.referee.which)} if self.referee.which is not None else {}),
             },
         }
 
@@ -164,6 +184,7 @@ class Rule:
                 Referee(
                     tuple(float(w) for w in referee["first"]),
                     tuple(float(w) for w in referee["second"]),
+                    tuple(float(w) for w in referee["which"]) if "which" in referee else None,
                 ),
             )
         except (KeyError, TypeError) as exc:
@@ -264,8 +285,9 @@ def combine(
         return BOTH, rule.agreeing(1.0 - (1.0 - c_a) * (1.0 - c_b))
     if rule is None:
         return (FIRST, c_a) if c_a >= c_b else (SECOND, c_b)
-    p_a, p_b = rule.referee.weigh(features(text_a, text_b, c_a, c_b, *weigh()))
-    return (FIRST, p_a) if p_a >= p_b else (SECOND, p_b)
+    x = features(text_a, text_b, c_a, c_b, *weigh())
+    p_a, p_b = rule.referee.weigh(x)
+    return (FIRST, p_a) if rule.referee.picks_first(x) else (SECOND, p_b)
 
 
 def _alone(name: str, reading: Reading) -> Answer:
