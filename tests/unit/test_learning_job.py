@@ -78,12 +78,13 @@ def quiet(_: str) -> None:
 def test_a_site_the_generalist_reads_badly_gets_a_model_of_its_own(
     torch_installed: None, tmp_path: Path
 ) -> None:
-    """The candidate learns the site's style in four epochs and beats the shipped model
+    """The candidate learns the site's style in eight epochs and beats the shipped model
     on the held-out labels; its threshold keeps only answers right at least `target` of
     the time. At the default 97% a threshold must keep 33 answers of these 80 all but
-    right, a knife's edge for a four-epoch candidate (it passed or failed by a few answers
-    as the shipped model changed); at 90% it must keep 9 (measured: 59 of 80 right against
-    the shipped model's 9, 22 kept, 21 of them right). The learning system test runs the
+    right, a knife's edge for a short run (it passed or failed by a few answers as the
+    shipped model changed); at 90% it must keep 9. Measured with the shipped model of
+    2026-12-07 (seventh session): 58 of 80 right against its 3, 36 kept, 34 of them right;
+    four epochs kept none (52 right), six kept 33. The learning system test runs the
     default target on real captchas."""
     samples = [(squeezed(png), label) for png, label in captchas(8002, 400)]
 
@@ -96,7 +97,7 @@ def test_a_site_the_generalist_reads_badly_gets_a_model_of_its_own(
                 store,
                 "wide.example",
                 engines=("capgate",),
-                epochs=4,
+                epochs=8,
                 target=0.9,
                 now=lambda: 5.0,
                 log=quiet,
@@ -112,7 +113,7 @@ def test_a_site_the_generalist_reads_badly_gets_a_model_of_its_own(
     figures = outcome.figures
     assert outcome.promoted, outcome.reason
     assert figures["current_engine"] == "capgate" and figures["held_out"] == 80
-    assert figures["current_right"] < 25  # the shipped model reads about 10% of them
+    assert figures["current_right"] < 25  # the shipped model reads a few of them (3 of 80)
     assert figures["candidate_right"] > figures["current_right"] + 5
     assert figures["accuracy_after"] > figures["accuracy_before"]
     assert figures["kept"] >= 9 and figures["precision"] >= 0.9
