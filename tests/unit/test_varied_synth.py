@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import random
 import string
 import sys
 from pathlib import Path
@@ -81,3 +82,48 @@ def test_dejavu_and_symbol_fonts_are_left_out(tmp_path: Path) -> None:
 def test_no_fonts_is_an_error() -> None:
     with pytest.raises(ValueError, match="no fonts"):
         varied.render(varied.random.Random(0), [])
+
+
+class _Upright(random.Random):
+    """A random source under which `_glyph` draws a glyph as the font does: its shear,
+    squeeze and rotation are each drawn when `random()` is under some share."""
+
+    def random(self) -> float:
+        return 0.999
+
+
+def test_a_glyph_knows_where_the_baseline_is(fonts: list[Path]) -> None:
+    """Text set on a baseline (render's `baseline`) places each glyph by its top against
+    the baseline: "x" sits on it, "y" reaches below it, "T" above the "x"."""
+    font = str(fonts[0])
+    rng = _Upright(1)
+    placed = {}
+    for char in "xyT":
+        mask, top = varied._glyph(rng, font, 40, char, "filled", 0)
+        placed[char] = (top, top + mask.height)
+    x_top, x_bottom = placed["x"]
+    assert abs(x_bottom) <= 2  # on the baseline, give or take antialiasing
+    assert placed["y"][1] >= x_bottom + 6  # the descender
+    assert placed["T"][0] <= x_top - 3  # a capital stands above the x-height
+    assert abs(placed["y"][0] - x_top) <= 2  # both start at the x-height
+
+
+def test_clipped_text_runs_off_the_bottom_and_the_defaults_draw_as_before(
+    fonts: list[Path],
+) -> None:
+    plain = [_png(i) for i, _ in (varied.render(random.Random(s), fonts) for s in range(8))]
+    zero = [
+        _png(i)
+        for i, _ in (
+            varied.render(random.Random(s), fonts, baseline=0.0, clipped=0.0, frame=0.0)
+            for s in range(8)
+        )
+    ]
+    assert plain == zero
+    on = [
+        _png(i)
+        for i, _ in (
+            varied.render(random.Random(s), fonts, baseline=1.0, clipped=1.0) for s in range(8)
+        )
+    ]
+    assert on != plain
