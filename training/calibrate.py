@@ -419,7 +419,9 @@ def fit_rule(pairs: Sequence[Pair], calibration: Calibration, threshold: float) 
     referee = Referee(
         fit_logistic(x, [p.right[0] for p in differing]),
         fit_logistic(x, [p.right[1] for p in differing]),
-        fit_logistic([x[i] for i in one_right], [differing[i].right[0] for i in one_right]),
+        fit_logistic([x[i] for i in one_right], [differing[i].right[0] for i in one_right])
+        if one_right
+        else None,
     )
     return Rule(threshold, agree_map, referee)
 
