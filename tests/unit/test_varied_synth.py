@@ -108,9 +108,12 @@ def test_a_glyph_knows_where_the_baseline_is(fonts: list[Path]) -> None:
     assert abs(placed["y"][0] - x_top) <= 2  # both start at the x-height
 
 
-def test_clipped_text_runs_off_the_bottom_and_the_defaults_draw_as_before(
+def test_the_new_options_are_off_by_default_and_change_the_drawing_when_on(
     fonts: list[Path],
 ) -> None:
+    """Zero is what render draws without them; on, the same seeds draw otherwise. (That
+    zero draws what earlier versions drew is not checked here: it would need their images,
+    which depend on the installed fonts and Pillow.)"""
     plain = [_png(i) for i, _ in (varied.render(random.Random(s), fonts) for s in range(8))]
     zero = [
         _png(i)
