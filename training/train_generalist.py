@@ -152,6 +152,8 @@ class Mixture:
                     baseline=self.args.baseline,
                     clipped=self.args.clipped,
                     frame=self.args.frame,
+                    bands=self.args.bands,
+                    jump=self.args.jump,
                 )
                 out[i] = gray(image, self.spec)
             labels.append(label)
@@ -173,7 +175,7 @@ def parse_styles(text: str) -> tuple[tuple[str, float], ...]:
     """`filled=0.72,hollow=0.12,...` as varied.render takes it; empty: varied.STYLES."""
     if not text:
         return varied.STYLES
-    known = {name for name, _ in varied.STYLES}
+    known = set(varied.STYLE_NAMES)
     styles = []
     for item in text.split(","):
         name, _, weight = item.partition("=")
@@ -497,6 +499,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--frame", type=float, default=0.0, help="share of varied captchas with a border"
+    )
+    parser.add_argument(
+        "--bands",
+        type=float,
+        default=0.0,
+        help="share of varied captchas with pale see-through bars behind the text",
+    )
+    parser.add_argument(
+        "--jump",
+        type=float,
+        default=0.0,
+        help="share of varied captchas whose glyphs jump so far that the edges cut them",
     )
     parser.add_argument("--realworld", type=Path, default=REALWORLD)
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS))

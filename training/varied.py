@@ -195,6 +195,27 @@ def _background(rng: random.Random, np_rng: np.random.Generator, w: int, h: int)
     return image
 
 
+def _bars(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Pale see-through bars at slants, some long and thin, some short and wide (weibo4)."""
+    w, h = image.size
+    layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    for _ in range(rng.randint(2, 9)):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        length, thick = rng.uniform(0.1, 0.5) * w, rng.uniform(0.1, 0.5) * h
+        angle = rng.uniform(-0.5, 0.5)
+        dx, dy = math.cos(angle), math.sin(angle)
+        corners = [
+            (
+                cx + a * length / 2 * dx - b * thick / 2 * dy,
+                cy + a * length / 2 * dy + b * thick / 2 * dx,
+            )
+            for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+        ]
+        draw.polygon(corners, fill=(*_color(rng, 90, 250), rng.randint(70, 200)))
+    return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
+
+
 # --- glyphs --------------------------------------------------------------------------------
 
 
@@ -204,6 +225,7 @@ class _Glyph:
     color: RGB
     dy: int
     top: float = 0.0  # the mask's top row, down from the font's baseline
+    inside: Image.Image | None = None  # "outlined": where the opaque inside is
 
 
 def _pattern(kind: str, w: int, h: int, period: int, rng: random.Random) -> U8:
@@ -222,10 +244,11 @@ def _pattern(kind: str, w: int, h: int, period: int, rng: random.Random) -> U8:
 
 def _glyph(
     rng: random.Random, font_path: str, size: int, char: str, style: str, stroke: int
-) -> tuple[Image.Image, float]:
-    """One character's ink mask: filled, hollow (outline), dotted, hatched or with an outline
-    around it; rotated, sheared and scaled on its own. With it, where the mask's top row sits
-    relative to the font's baseline (negative: above it), for text drawn on a baseline."""
+) -> tuple[Image.Image, float, Image.Image | None]:
+    """One character's ink mask: filled, hollow (outline), outlined (an outline around an
+    opaque inside), dotted, hatched or striped; rotated, sheared and scaled on its own. With it,
+    where the mask's top row sits relative to the font's baseline (negative: above it), for
+    text drawn on a baseline, and for "outlined" the inside's mask (same size; else None)."""
     font = _font(font_path, size)
     pad = stroke + 2
     box = font.getbbox(char, stroke_width=stroke)
@@ -236,7 +259,8 @@ def _glyph(
     centre = box[1] - pad + h / 2 - font.getmetrics()[0]
     mask = Image.new("L", (max(w, 1), max(h, 1)), 0)
     draw = ImageDraw.Draw(mask)
-    if style == "hollow":
+    inside: Image.Image | None = None
+    if style in ("hollow", "outlined"):
         draw.text(origin, char, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
         inner = Image.new("L", mask.size, 0)
         ImageDraw.Draw(inner).text(origin, char, font=font, fill=255)
@@ -244,6 +268,8 @@ def _glyph(
             inner = inner.filter(ImageFilter.MinFilter(3))
         ink = np.asarray(mask, np.int16) - np.asarray(inner, np.int16)
         mask = Image.fromarray(np.clip(ink, 0, 255).astype(np.uint8), "L")
+        if style == "outlined":
+            inside = inner
     elif style in ("dotted", "hatched", "stripes"):
         draw.text(origin, char, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
         period = rng.randint(2, max(3, size // 6))
@@ -251,30 +277,35 @@ def _glyph(
         mask = Image.fromarray((np.asarray(mask) * on).astype(np.uint8), "L")
     else:
         draw.text(origin, char, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    # The same transforms for the ink and, where there is one, the inside.
+    layers = [mask] if inside is None else [mask, inside]
     if rng.random() < 0.35:  # shear
         shear = rng.uniform(-0.4, 0.4)
         extra = int(abs(shear) * mask.height) + 1
-        mask = mask.transform(
-            (mask.width + extra, mask.height),
-            Image.Transform.AFFINE,
-            (1, shear, -extra if shear > 0 else 0, 0, 1, 0),
-            Image.Resampling.BILINEAR,
-        )
+        layers = [
+            m.transform(
+                (m.width + extra, m.height),
+                Image.Transform.AFFINE,
+                (1, shear, -extra if shear > 0 else 0, 0, 1, 0),
+                Image.Resampling.BILINEAR,
+            )
+            for m in layers
+        ]
     if rng.random() < 0.25:  # squeeze or stretch
         sx, sy = rng.uniform(0.7, 1.3), rng.uniform(0.8, 1.15)
-        mask = mask.resize(
-            (max(1, int(mask.width * sx)), max(1, int(mask.height * sy))),
-            Image.Resampling.BILINEAR,
-        )
+        size_now = (max(1, int(layers[0].width * sx)), max(1, int(layers[0].height * sy)))
+        layers = [m.resize(size_now, Image.Resampling.BILINEAR) for m in layers]
         centre *= sy
     if rng.random() < 0.6:
         angle = rng.gauss(0, 12) if rng.random() < 0.8 else rng.uniform(-40, 40)
-        mask = mask.rotate(angle, Image.Resampling.BILINEAR, expand=True)
+        layers = [m.rotate(angle, Image.Resampling.BILINEAR, expand=True) for m in layers]
+    mask = layers[0]
+    inside = layers[1] if len(layers) > 1 else None
     bbox = mask.getbbox()
     if not bbox:
-        return mask, centre - mask.height / 2
+        return mask, centre - mask.height / 2, inside
     top = centre + bbox[1] - mask.height / 2
-    return mask.crop(bbox), top
+    return mask.crop(bbox), top, inside.crop(bbox) if inside is not None else None
 
 
 def _text_color(rng: random.Random, background: float) -> RGB:
@@ -289,6 +320,9 @@ def _text_color(rng: random.Random, background: float) -> RGB:
 STYLES: tuple[tuple[str, float], ...] = (
     ("filled", 0.72), ("hollow", 0.12), ("dotted", 0.06), ("hatched", 0.06), ("stripes", 0.04),
 )  # fmt: skip
+# Every style `_glyph` draws; "outlined" (an outline around an opaque inside of another
+# colour, as weibo4 draws) is not in STYLES, so that the defaults draw what they drew.
+STYLE_NAMES = ("filled", "hollow", "outlined", "dotted", "hatched", "stripes")
 MIN_PATTERN_SIZE = 20
 
 
@@ -446,6 +480,8 @@ def render(
     baseline: float = 0.0,
     clipped: float = 0.0,
     frame: float = 0.0,
+    bands: float = 0.0,
+    jump: float = 0.0,
 ) -> tuple[Image.Image, str]:
     """One varied captcha and its label (random unless given), drawn from `rng` alone;
     its glyphs in one of `styles` (weighted), filled when drawn under `min_pattern_size`.
@@ -453,7 +489,9 @@ def render(
     A share `baseline` of captchas set their glyphs on the font's baseline, as text is drawn
     (otherwise each glyph is centred on its own); of those, a share `clipped` sit so low that
     the bottom edge cuts the descenders (a "y" that looks like a "v": hfut4). A share `frame`
-    get a border. The defaults (0) draw exactly what earlier versions drew from a seed."""
+    get a border. A share `bands` get pale see-through bars behind the text, and a share
+    `jump` glyphs that jump up and down so far that the top and bottom edges cut them
+    (weibo4). The defaults (0) draw what earlier versions drew from a seed."""
     if not fonts:
         raise ValueError("no fonts to draw with")
     label = label if label is not None else random_label(rng)
@@ -467,18 +505,22 @@ def render(
     style = str(_weighted(rng, styles)) if size >= min_pattern_size else "filled"
     bold = rng.random() < 0.2
     stroke = 0
-    if style == "hollow":
+    if style in ("hollow", "outlined"):
         stroke = max(1, size // rng.randint(12, 22))
     elif bold:
         stroke = max(1, size // 25)
     spacing = rng.uniform(-0.25, 0.35) if rng.random() < 0.5 else rng.uniform(-0.05, 0.1)
     jitter = rng.uniform(0, 0.15) * height
+    jumping = jump > 0 and rng.random() < jump
+    if jumping:
+        jitter = rng.uniform(0.2, 0.4) * height
     glyphs: list[_Glyph] = []
     for char in label:
         char_font = str(rng.choice(fonts)) if mixed_fonts else font
         char_size = max(8, int(size * rng.uniform(0.85, 1.15)))
-        mask, top = _glyph(rng, char_font, char_size, char, style, stroke)
-        glyphs.append(_Glyph(mask, (0, 0, 0), int(rng.uniform(-jitter, jitter)), top))
+        mask, top, inside = _glyph(rng, char_font, char_size, char, style, stroke)
+        dy = int(rng.uniform(-jitter, jitter))
+        glyphs.append(_Glyph(mask, (0, 0, 0), dy, top, inside))
     on_baseline = baseline > 0 and rng.random() < baseline
     cut = on_baseline and clipped > 0 and rng.random() < clipped
     keep = rng.uniform(0.15, 0.7) if cut else 1.0  # how much of the deepest descender shows
@@ -502,7 +544,13 @@ def render(
             canvas_h = max(height, int(ascent + descent) + 2)
             baseline_y = (canvas_h - (ascent + descent)) / 2 + ascent
     background = _background(rng, np_rng, width, canvas_h)
+    if bands > 0 and rng.random() < bands:
+        background = _bars(background, rng)
     bg_luma = float(np.asarray(background.convert("L")).mean())
+    # The inside of "outlined" glyphs: white or black mostly, else a pale or dark colour.
+    inside_color = _color(rng, 0, 60) if bg_luma < 128 else _color(rng, 200, 255)
+    if rng.random() < 0.5:
+        inside_color = (0, 0, 0) if bg_luma < 128 else (255, 255, 255)
     one_color = rng.random() < 0.5
     ink = _text_color(rng, bg_luma)
 
@@ -518,10 +566,16 @@ def render(
             y = round(baseline_y + glyph.top + glyph.dy / 3)
         else:
             y = (canvas_h - glyph.mask.height) // 2 + glyph.dy
-            y = min(max(y, -glyph.mask.height // 4), canvas_h - glyph.mask.height * 3 // 4)
+            out = 0.45 if jumping else 0.25  # how much of a glyph may fall off an edge
+            y = min(
+                max(y, -int(glyph.mask.height * out)),
+                canvas_h - int(glyph.mask.height * (1 - out)),
+            )
         if style == "filled" and rng.random() < 0.08:  # an outline of another colour
             halo = glyph.mask.filter(ImageFilter.MaxFilter(3))
             background.paste(_text_color(rng, bg_luma), (x, y), halo)
+        if glyph.inside is not None:
+            background.paste(inside_color, (x, y), glyph.inside)
         background.paste(color, (x, y), glyph.mask)
         x += glyph.mask.width + (gaps[i] if i < len(gaps) else 0)
     if not under:

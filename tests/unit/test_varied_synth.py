@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -99,7 +100,7 @@ def test_a_glyph_knows_where_the_baseline_is(fonts: list[Path]) -> None:
     rng = _Upright(1)
     placed = {}
     for char in "xyT":
-        mask, top = varied._glyph(rng, font, 40, char, "filled", 0)
+        mask, top, _ = varied._glyph(rng, font, 40, char, "filled", 0)
         placed[char] = (top, top + mask.height)
     x_top, x_bottom = placed["x"]
     assert abs(x_bottom) <= 2  # on the baseline, give or take antialiasing
@@ -118,7 +119,9 @@ def test_the_new_options_are_off_by_default_and_change_the_drawing_when_on(
     zero = [
         _png(i)
         for i, _ in (
-            varied.render(random.Random(s), fonts, baseline=0.0, clipped=0.0, frame=0.0)
+            varied.render(
+                random.Random(s), fonts, baseline=0.0, clipped=0.0, frame=0.0, bands=0.0, jump=0.0
+            )
             for s in range(8)
         )
     ]
@@ -130,3 +133,29 @@ def test_the_new_options_are_off_by_default_and_change_the_drawing_when_on(
         )
     ]
     assert on != plain
+    for option in ("frame", "bands", "jump"):
+        drawn = [
+            _png(i)
+            for i, _ in (varied.render(random.Random(s), fonts, **{option: 1.0}) for s in range(8))
+        ]
+        assert drawn != plain, option
+
+
+def test_an_outlined_glyph_has_an_opaque_inside_within_its_outline(fonts: list[Path]) -> None:
+    """ "outlined" (weibo4's letters): the ink is the outline; the inside, a mask of the same
+    size, covers where a hollow glyph shows the background, and not the outline itself."""
+    font = str(fonts[0])
+    outline, _, inside = varied._glyph(_Upright(1), font, 40, "O", "outlined", 3)
+    hollow, _, none = varied._glyph(_Upright(1), font, 40, "O", "hollow", 3)
+    assert none is None and inside is not None
+    assert inside.size == outline.size and outline.tobytes() == hollow.tobytes()
+    ink, fill = np.asarray(outline) > 127, np.asarray(inside) > 127
+    assert fill.sum() > 0.2 * ink.sum()  # the O's own ring, inside a thick outline
+    assert (ink & fill).sum() < 0.05 * fill.sum()
+    image, _ = varied.render(random.Random(0), fonts, "OO", styles=(("outlined", 1.0),))
+    assert image.getbbox() is not None
+
+
+def test_outlined_is_a_style_the_trainer_takes() -> None:
+    assert "outlined" in varied.STYLE_NAMES
+    assert "outlined" not in {name for name, _ in varied.STYLES}  # the defaults stay
