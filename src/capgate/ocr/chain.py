@@ -141,12 +141,13 @@ class Referee:
         """The probability that the first engine's answer is right, and the second's."""
         return _sigmoid(_dot(self.first, x)), _sigmoid(_dot(self.second, x))
 
-    def picks_first(self, x: Sequence[float]) -> bool:
-        """Whether the first engine's answer stands."""
-        if self.which is not None:
-            return _dot(self.which, x) >= 0.0
+    def decide(self, x: Sequence[float]) -> tuple[bool, float]:
+        """Whether the first engine's answer stands, and the chance that the one that
+        stands is right."""
         p_first, p_second = self.weigh(x)
-        return p_first >= p_second
+        # With a pick of its own, the referee picks by it; else the likelier answer stands.
+        first = _dot(self.which, x) >= 0.0 if self.which is not None else p_first >= p_second
+        return first, p_first if first else p_second
 
 
 def _dot(weights: Sequence[float], x: Sequence[float]) -> float:
@@ -286,8 +287,8 @@ def combine(
     if rule is None:
         return (FIRST, c_a) if c_a >= c_b else (SECOND, c_b)
     x = features(text_a, text_b, c_a, c_b, *weigh())
-    p_a, p_b = rule.referee.weigh(x)
-    return (FIRST, p_a) if rule.referee.picks_first(x) else (SECOND, p_b)
+    first_stands, confidence = rule.referee.decide(x)
+    return (FIRST if first_stands else SECOND), confidence
 
 
 def _alone(name: str, reading: Reading) -> Answer:
