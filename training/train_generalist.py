@@ -154,6 +154,7 @@ class Mixture:
                     frame=self.args.frame,
                     bands=self.args.bands,
                     jump=self.args.jump,
+                    pixel=self.args.pixel,
                 )
                 out[i] = gray(image, self.spec)
             labels.append(label)
@@ -511,6 +512,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="share of varied captchas whose glyphs jump so far that the edges cut them",
+    )
+    parser.add_argument(
+        "--pixel",
+        type=float,
+        default=0.0,
+        help="share of varied captchas drawn small in a bitmap style (no antialiasing)",
     )
     parser.add_argument("--realworld", type=Path, default=REALWORLD)
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS))

@@ -243,12 +243,19 @@ def _pattern(kind: str, w: int, h: int, period: int, rng: random.Random) -> U8:
 
 
 def _glyph(
-    rng: random.Random, font_path: str, size: int, char: str, style: str, stroke: int
+    rng: random.Random,
+    font_path: str,
+    size: int,
+    char: str,
+    style: str,
+    stroke: int,
+    crisp: bool = False,
 ) -> tuple[Image.Image, float, Image.Image | None]:
     """One character's ink mask: filled, hollow (outline), outlined (an outline around an
     opaque inside), dotted, hatched or striped; rotated, sheared and scaled on its own. With it,
     where the mask's top row sits relative to the font's baseline (negative: above it), for
-    text drawn on a baseline, and for "outlined" the inside's mask (same size; else None)."""
+    text drawn on a baseline, and for "outlined" the inside's mask (same size; else None).
+    `crisp`: drawn and turned without antialiasing, as bitmap-font captchas are (tongji4)."""
     font = _font(font_path, size)
     pad = stroke + 2
     box = font.getbbox(char, stroke_width=stroke)
@@ -259,11 +266,16 @@ def _glyph(
     centre = box[1] - pad + h / 2 - font.getmetrics()[0]
     mask = Image.new("L", (max(w, 1), max(h, 1)), 0)
     draw = ImageDraw.Draw(mask)
+    resample = Image.Resampling.NEAREST if crisp else Image.Resampling.BILINEAR
+    if crisp:
+        draw.fontmode = "1"
     inside: Image.Image | None = None
     if style in ("hollow", "outlined"):
         draw.text(origin, char, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
         inner = Image.new("L", mask.size, 0)
-        ImageDraw.Draw(inner).text(origin, char, font=font, fill=255)
+        inner_draw = ImageDraw.Draw(inner)
+        inner_draw.fontmode = draw.fontmode
+        inner_draw.text(origin, char, font=font, fill=255)
         if stroke > 1:
             inner = inner.filter(ImageFilter.MinFilter(3))
         ink = np.asarray(mask, np.int16) - np.asarray(inner, np.int16)
@@ -287,18 +299,18 @@ def _glyph(
                 (m.width + extra, m.height),
                 Image.Transform.AFFINE,
                 (1, shear, -extra if shear > 0 else 0, 0, 1, 0),
-                Image.Resampling.BILINEAR,
+                resample,
             )
             for m in layers
         ]
     if rng.random() < 0.25:  # squeeze or stretch
         sx, sy = rng.uniform(0.7, 1.3), rng.uniform(0.8, 1.15)
         size_now = (max(1, int(layers[0].width * sx)), max(1, int(layers[0].height * sy)))
-        layers = [m.resize(size_now, Image.Resampling.BILINEAR) for m in layers]
+        layers = [m.resize(size_now, resample) for m in layers]
         centre *= sy
     if rng.random() < 0.6:
         angle = rng.gauss(0, 12) if rng.random() < 0.8 else rng.uniform(-40, 40)
-        layers = [m.rotate(angle, Image.Resampling.BILINEAR, expand=True) for m in layers]
+        layers = [m.rotate(angle, resample, expand=True) for m in layers]
     mask = layers[0]
     inside = layers[1] if len(layers) > 1 else None
     bbox = mask.getbbox()
@@ -482,6 +494,7 @@ def render(
     frame: float = 0.0,
     bands: float = 0.0,
     jump: float = 0.0,
+    pixel: float = 0.0,
 ) -> tuple[Image.Image, str]:
     """One varied captcha and its label (random unless given), drawn from `rng` alone;
     its glyphs in one of `styles` (weighted), filled when drawn under `min_pattern_size`.
@@ -491,12 +504,17 @@ def render(
     the bottom edge cuts the descenders (a "y" that looks like a "v": hfut4). A share `frame`
     get a border. A share `bands` get pale see-through bars behind the text, and a share
     `jump` glyphs that jump up and down so far that the top and bottom edges cut them
-    (weibo4). The defaults (0) draw what earlier versions drew from a seed."""
+    (weibo4). A share `pixel` are small bitmap-font captchas: 18-26 px, glyphs drawn
+    without antialiasing, most of them in black and white (tongji4). The defaults (0) draw
+    what earlier versions drew from a seed."""
     if not fonts:
         raise ValueError("no fonts to draw with")
     label = label if label is not None else random_label(rng)
     np_rng = np.random.default_rng(rng.getrandbits(64))
     height = round(math.exp(rng.uniform(math.log(MIN_HEIGHT), math.log(MAX_HEIGHT))))
+    crisp = pixel > 0 and rng.random() < pixel
+    if crisp:
+        height = rng.randint(MIN_HEIGHT, 26)
     size = max(10, int(height * rng.uniform(0.55, 0.95)))
     # One font for the whole text mostly; sometimes one per character.
     mixed_fonts = rng.random() < 0.15
@@ -518,7 +536,7 @@ def render(
     for char in label:
         char_font = str(rng.choice(fonts)) if mixed_fonts else font
         char_size = max(8, int(size * rng.uniform(0.85, 1.15)))
-        mask, top, inside = _glyph(rng, char_font, char_size, char, style, stroke)
+        mask, top, inside = _glyph(rng, char_font, char_size, char, style, stroke, crisp)
         dy = int(rng.uniform(-jitter, jitter))
         glyphs.append(_Glyph(mask, (0, 0, 0), dy, top, inside))
     on_baseline = baseline > 0 and rng.random() < baseline
@@ -543,21 +561,26 @@ def render(
         else:
             canvas_h = max(height, int(ascent + descent) + 2)
             baseline_y = (canvas_h - (ascent + descent)) / 2 + ascent
-    background = _background(rng, np_rng, width, canvas_h)
+    if crisp:  # a bitmap captcha's plain background
+        background = Image.new("RGB", (width, canvas_h), _color(rng, 190, 255))
+    else:
+        background = _background(rng, np_rng, width, canvas_h)
     if bands > 0 and rng.random() < bands:
         background = _bars(background, rng)
     bg_luma = float(np.asarray(background.convert("L")).mean())
-    # The inside of "outlined" glyphs: white or black mostly, else a pale or dark colour.
-    inside_color = _color(rng, 0, 60) if bg_luma < 128 else _color(rng, 200, 255)
-    if rng.random() < 0.5:
-        inside_color = (0, 0, 0) if bg_luma < 128 else (255, 255, 255)
+    inside_color: RGB = (255, 255, 255)
+    if style == "outlined":  # the inside: white or black mostly, else pale or dark
+        inside_color = _color(rng, 0, 60) if bg_luma < 128 else _color(rng, 200, 255)
+        if rng.random() < 0.5:
+            inside_color = (0, 0, 0) if bg_luma < 128 else (255, 255, 255)
     one_color = rng.random() < 0.5
     ink = _text_color(rng, bg_luma)
 
     draw = ImageDraw.Draw(background)
     dark = bg_luma < 128
     under = rng.random() < 0.4
-    if under:
+    quiet = crisp and rng.random() < 0.6  # no lines nor dots
+    if under and not quiet:
         _noise(rng, draw, width, canvas_h, ink, dark)
     x = (width - text_w) // 2 + int(rng.uniform(-0.5, 0.5) * max(0, width - text_w) / 2)
     for i, glyph in enumerate(glyphs):
@@ -578,13 +601,13 @@ def render(
             background.paste(inside_color, (x, y), glyph.inside)
         background.paste(color, (x, y), glyph.mask)
         x += glyph.mask.width + (gaps[i] if i < len(gaps) else 0)
-    if not under:
+    if not under and not quiet:
         _noise(rng, draw, width, canvas_h, ink, dark)
 
     pixels: U8 = np.asarray(background, dtype=np.uint8)
-    if rng.random() < 0.35:
+    if not crisp and rng.random() < 0.35:
         pixels = _wave(pixels, rng)
-    if rng.random() < 0.15:
+    if rng.random() < (0.5 if crisp else 0.15):
         pixels = _speckle(pixels, np_rng, rng)
     image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     if canvas_h != height:  # text taller than the image (rotation, jitter): squeezed in
@@ -592,6 +615,10 @@ def render(
     if frame > 0 and rng.random() < frame:
         line = max(1, round(height * rng.uniform(0.02, 0.06)))
         ImageDraw.Draw(image).rectangle((0, 0, width - 1, height - 1), outline=ink, width=line)
+    if crisp and rng.random() < 0.7:  # black and white, as a bitmap captcha is served
+        level = (bg_luma + _luma(ink)) / 2  # halfway between the text and its background
+        gray = image.convert("L")
+        return gray.point(lambda v: 255 if v > level else 0).convert("1"), label
     return _degrade(image, rng), label
 
 

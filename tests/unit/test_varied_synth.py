@@ -120,7 +120,14 @@ def test_the_new_options_are_off_by_default_and_change_the_drawing_when_on(
         _png(i)
         for i, _ in (
             varied.render(
-                random.Random(s), fonts, baseline=0.0, clipped=0.0, frame=0.0, bands=0.0, jump=0.0
+                random.Random(s),
+                fonts,
+                baseline=0.0,
+                clipped=0.0,
+                frame=0.0,
+                bands=0.0,
+                jump=0.0,
+                pixel=0.0,
             )
             for s in range(8)
         )
@@ -133,7 +140,7 @@ def test_the_new_options_are_off_by_default_and_change_the_drawing_when_on(
         )
     ]
     assert on != plain
-    for option in ("frame", "bands", "jump"):
+    for option in ("frame", "bands", "jump", "pixel"):
         drawn = [
             _png(i)
             for i, _ in (varied.render(random.Random(s), fonts, **{option: 1.0}) for s in range(8))
@@ -159,3 +166,19 @@ def test_an_outlined_glyph_has_an_opaque_inside_within_its_outline(fonts: list[P
 def test_outlined_is_a_style_the_trainer_takes() -> None:
     assert "outlined" in varied.STYLE_NAMES
     assert "outlined" not in {name for name, _ in varied.STYLES}  # the defaults stay
+
+
+def test_a_crisp_glyph_has_no_antialiasing_and_pixel_captchas_are_small(
+    fonts: list[Path],
+) -> None:
+    """`pixel` (tongji4's bitmap digits): glyphs drawn and turned without grey edges; the
+    captchas 18-26 px high, most of them black and white."""
+    rng = random.Random(2)
+    for char in "8a1":
+        crisp, _, _ = varied._glyph(rng, str(fonts[0]), 14, char, "filled", 0, crisp=True)
+        soft, _, _ = varied._glyph(_Upright(1), str(fonts[0]), 14, char, "filled", 0)
+        assert set(np.unique(np.asarray(crisp))) <= {0, 255}
+        assert len(np.unique(np.asarray(soft))) > 2  # the default is antialiased
+    drawn = [varied.render(random.Random(s), fonts, pixel=1.0)[0] for s in range(30)]
+    assert all(varied.MIN_HEIGHT <= image.height <= 26 for image in drawn)
+    assert sum(image.mode == "1" for image in drawn) >= 10
