@@ -589,11 +589,10 @@ def render(
             y = round(baseline_y + glyph.top + glyph.dy / 3)
         else:
             y = (canvas_h - glyph.mask.height) // 2 + glyph.dy
-            out = 0.45 if jumping else 0.25  # how much of a glyph may fall off an edge
-            y = min(
-                max(y, -int(glyph.mask.height * out)),
-                canvas_h - int(glyph.mask.height * (1 - out)),
-            )
+            if jumping:  # nearly half a glyph may fall off an edge
+                y = min(max(y, -glyph.mask.height * 9 // 20), canvas_h - glyph.mask.height // 2)
+            else:  # a quarter at most
+                y = min(max(y, -glyph.mask.height // 4), canvas_h - glyph.mask.height * 3 // 4)
         if style == "filled" and rng.random() < 0.08:  # an outline of another colour
             halo = glyph.mask.filter(ImageFilter.MaxFilter(3))
             background.paste(_text_color(rng, bg_luma), (x, y), halo)
