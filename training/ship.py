@@ -4,8 +4,9 @@ recipe into the shipped model.json's history, then refit what depends on it.
     .venv/bin/python training/ship.py training/out-generalist-6 --what "..." \\
         --realworld ../shared/data/realworld
 
-The shipped model.json keeps every step it grew from (`history`): the model shipped until
-now becomes the next step, and the new one's `trained` names it as its `base`. The copied
+The shipped model.json keeps every step its model grew from (`history`), numbered: the
+shipped model the run started from and every run between it and this one become the next
+steps, and the new `trained` names the last as its `base`. The copied
 model's calibration is the old model's no longer, so it is dropped, and then refitted, with
 the engine chain's rule (src/capgate/ocr/ddddocr.json), by `training/calibrate.py`: the
 same commands as training/README.md's "Calibrated confidence" and "The engine chain"
@@ -30,22 +31,39 @@ FILES = ("model.onnx", "model.pt")
 DROPPED = ("varied_font_files",)
 
 
-def merge(
-    shipped: dict[str, Any], new: dict[str, Any], what: str, realworld: str
-) -> dict[str, Any]:
-    """The shipped model.json with `new`'s model in place of the shipped one, which becomes
-    the last step of the history. Input size and alphabet are `new`'s; no calibration."""
-    history = list(shipped.get("history", []))
-    step = max((int(h["step"]) for h in history), default=-1) + 1
-    history.append({"step": step, **shipped["trained"]})
-    trained = {k: v for k, v in new["trained"].items() if k not in DROPPED}
-    trained["what"] = what
-    trained["base"] = f"step {step}"
-    trained["realworld"] = realworld
-    for session in trained.get("sessions", []):
+def _cleaned(record: dict[str, Any], realworld: str) -> dict[str, Any]:
+    """A run's record without this machine's paths: no font files, `realworld` as given."""
+    record = {k: v for k, v in record.items() if k not in DROPPED}
+    if "realworld" in record:
+        record["realworld"] = realworld
+    sessions = []
+    for session in record.get("sessions", []):
         options = session.get("options")
         if isinstance(options, dict) and "realworld" in options:
-            options["realworld"] = realworld
+            session = {**session, "options": {**options, "realworld": realworld}}
+        sessions.append(session)
+    if sessions:
+        record["sessions"] = sessions
+    return record
+
+
+def merge(new: dict[str, Any], what: str, realworld: str) -> dict[str, Any]:
+    """A run's model.json as the shipped one. A run's `history` lists what it grew from,
+    newest first: the runs it continued (step "base"), then the numbered steps of the
+    shipped model it started from, oldest first. The shipped history numbers them all,
+    oldest first, and the new `trained` names the last as its `base`. Input size and
+    alphabet are the run's; no calibration (it is refitted for the new model)."""
+    numbered = [h for h in new.get("history", []) if isinstance(h.get("step"), int)]
+    grown = [h for h in new.get("history", []) if not isinstance(h.get("step"), int)]
+    history = [_cleaned(h, realworld) for h in numbered]
+    step = max((int(h["step"]) for h in history), default=-1)
+    for record in reversed(grown):  # oldest first
+        step += 1
+        history.append({**_cleaned(record, realworld), "step": step})
+    trained = _cleaned(new["trained"], realworld)
+    trained["what"] = what
+    if step >= 0:
+        trained["base"] = f"step {step}"
     document = {k: v for k, v in new.items() if k not in ("trained", "history", "calibration")}
     document["trained"] = trained
     document["history"] = history
@@ -82,17 +100,17 @@ def main() -> None:
         raise SystemExit(f"{args.out}: no {', '.join(missing)} (is it a finished run?)")
     if not args.no_refit and not args.realworld.is_dir():
         raise SystemExit(f"--realworld {args.realworld}: no such folder (or pass --no-refit)")
-    shipped = json.loads((SHIPPED / "model.json").read_text(encoding="utf-8"))
     new = json.loads((args.out / "model.json").read_text(encoding="utf-8"))
     # Recorded as the README's commands name it: relative to the project's root.
     relative = Path("..", "shared", "data", "realworld")
-    document = merge(shipped, new, args.what, str(relative))
+    document = merge(new, args.what, str(relative))
     for name in FILES:
         shutil.copyfile(args.out / name, SHIPPED / name)
     (SHIPPED / "model.json").write_text(
         json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    print(f"shipped {args.out} as {document['trained']['base']}'s successor")
+    grew = document["trained"].get("base")
+    print(f"shipped {args.out}" + (f", grown from {grew}" if grew else ""))
     if args.no_refit:
         print("now refit:")
         for command in refit_commands(args.realworld):

@@ -23,48 +23,64 @@ def _load() -> ModuleType:
 ship = _load()
 
 
-def _shipped() -> dict[str, object]:
-    return {
-        "height": 32,
-        "width": 112,
-        "charset": "0123456789",
-        "trained": {"what": "the model shipped now", "base": "step 1", "steps": 10},
-        "history": [{"step": 0, "what": "the first"}, {"step": 1, "what": "the second"}],
-        "calibration": {"raw": [0.1], "calibrated": [0.2]},
-    }
-
-
-def _new() -> dict[str, object]:
+def _run(history: list[dict[str, object]]) -> dict[str, object]:
+    """A train_generalist.py model.json: its recipe, and what it grew from, newest first."""
     return {
         "height": 32,
         "width": 128,
         "charset": "0123456789abc",
         "trained": {
             "what": "a run",
-            "base": "../src/capgate/ocr/model.pt",
+            "base": "out-generalist-6/model.pt",
             "realworld": "/home/someone/shared/data/realworld",
             "varied_font_files": ["/usr/share/fonts/a.ttf"],
             "sessions": [{"from_step": 0, "options": {"realworld": "/home/x", "lr": 0.1}}],
         },
+        "history": history,
     }
 
 
-def test_the_shipped_model_becomes_the_next_step_of_the_history() -> None:
-    merged = ship.merge(_shipped(), _new(), "the new one", "../shared/data/realworld")
-    assert [h["step"] for h in merged["history"]] == [0, 1, 2]
-    assert merged["history"][2] == {"step": 2, **_shipped()["trained"]}  # type: ignore[dict-item]
+SHIPPED_STEPS: list[dict[str, object]] = [
+    {"step": 0, "what": "the first"},
+    {"step": 1, "what": "the second"},
+]
+
+
+def test_every_model_the_run_grew_from_becomes_a_numbered_step() -> None:
+    """A run continued from another run, itself from the shipped model: both become steps,
+    oldest first, after the shipped model's own."""
+    history: list[dict[str, object]] = [
+        {"step": "base", "what": "run 6", "varied_font_files": ["/x.ttf"], "realworld": "/a"},
+        {"step": "base", "what": "the shipped model", "base": "step 1"},
+        *SHIPPED_STEPS,
+    ]
+    merged = ship.merge(_run(history), "the new one", "../shared/data/realworld")
+    steps = [(h["step"], h["what"]) for h in merged["history"]]
+    assert steps == [(0, "the first"), (1, "the second"), (2, "the shipped model"), (3, "run 6")]
+    assert merged["history"][3] == {
+        "step": 3,
+        "what": "run 6",
+        "realworld": "../shared/data/realworld",
+    }
     trained = merged["trained"]
-    assert trained["what"] == "the new one" and trained["base"] == "step 2"
+    assert trained["what"] == "the new one" and trained["base"] == "step 3"
     assert trained["realworld"] == "../shared/data/realworld"
     assert trained["sessions"][0]["options"] == {"realworld": "../shared/data/realworld", "lr": 0.1}
     assert "varied_font_files" not in trained  # this machine's paths stay out of the package
 
 
-def test_the_input_size_and_alphabet_are_the_new_models_and_the_old_calibration_goes() -> None:
-    merged = ship.merge(_shipped(), _new(), "x", "r")
+def test_the_input_size_and_alphabet_are_the_runs_and_there_is_no_calibration() -> None:
+    merged = ship.merge(_run([{"step": "base", "what": "shipped"}]), "x", "r")
     assert (merged["width"], merged["charset"]) == (128, "0123456789abc")
     assert "calibration" not in merged  # the old model's: refitted for the new one
+    assert [h["step"] for h in merged["history"]] == [0]
     json.dumps(merged)  # still a JSON document
+
+
+def test_a_run_from_scratch_has_no_history() -> None:
+    merged = ship.merge(_run([]), "x", "r")
+    assert merged["history"] == []
+    assert merged["trained"]["base"] == "out-generalist-6/model.pt"  # the run's own record
 
 
 def test_the_shipped_model_json_has_a_history_to_extend() -> None:
