@@ -6,11 +6,11 @@ recipe into the shipped model.json's history, then refit what depends on it.
 
 The shipped model.json keeps every step its model grew from (`history`), numbered: the
 shipped model the run started from and every run between it and this one become the next
-steps, and the new `trained` names the last as its `base`. The copied
-model's calibration is the old model's no longer, so it is dropped, and then refitted, with
-the engine chain's rule (src/capgate/ocr/ddddocr.json), by `training/calibrate.py`: the
-same commands as training/README.md's "Calibrated confidence" and "The engine chain"
-(`--no-refit` leaves that to you; the shipped model has no calibration until then).
+steps, and the new `trained` names the last as its `base`. The copied model's calibration
+is the old model's no longer, so it is dropped, and then refitted, with the engine chain's
+rule (src/capgate/ocr/ddddocr.json), by `training/calibrate.py`: the same commands as
+training/README.md's "Calibrated confidence" and "The engine chain" (`--no-refit` leaves
+that to you; the shipped model has no calibration until then).
 """
 
 from __future__ import annotations
@@ -100,7 +100,12 @@ def main() -> None:
         raise SystemExit(f"{args.out}: no {', '.join(missing)} (is it a finished run?)")
     if not args.no_refit and not args.realworld.is_dir():
         raise SystemExit(f"--realworld {args.realworld}: no such folder (or pass --no-refit)")
-    new = json.loads((args.out / "model.json").read_text(encoding="utf-8"))
+    try:
+        new = json.loads((args.out / "model.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SystemExit(f"{args.out / 'model.json'}: unreadable ({error})") from None
+    if not isinstance(new, dict) or not isinstance(new.get("trained"), dict):
+        raise SystemExit(f"{args.out / 'model.json'}: no 'trained' record (not a training run's)")
     # Recorded as the README's commands name it: relative to the project's root.
     relative = Path("..", "shared", "data", "realworld")
     document = merge(new, args.what, str(relative))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -90,15 +91,37 @@ def test_the_shipped_model_json_has_a_history_to_extend() -> None:
     assert shipped["trained"]["base"] == f"step {steps[-1]}"
 
 
-def test_a_folder_without_a_model_is_a_one_line_error(tmp_path: Path) -> None:
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, str(SHIP), str(tmp_path), "--what", "x", "--no-refit"],
+def _ship_elsewhere(tmp_path: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """ship.py run from a copy outside the project, so that a defect here could never
+    overwrite the package's own model: it ships into `tmp_path/repo/src/capgate/ocr`."""
+    script = tmp_path / "repo" / "training" / "ship.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_bytes(SHIP.read_bytes())
+    return subprocess.run(
+        [sys.executable, str(script), str(out), "--what", "x", "--no-refit"],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_a_folder_without_a_model_is_a_one_line_error(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    done = _ship_elsewhere(tmp_path, out)
     assert done.returncode != 0
     assert "no model.onnx, model.pt, model.json" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_model_json_without_a_training_record_is_a_one_line_error(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("model.onnx", "model.pt"):
+        (out / name).write_bytes(b"")
+    for text in ("{not json", '{"height": 32}'):
+        (out / "model.json").write_text(text, encoding="utf-8")
+        done = _ship_elsewhere(tmp_path, out)
+        assert done.returncode != 0
+        assert "model.json:" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "repo" / "src").exists()  # nothing shipped
