@@ -14,7 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import BOOTSTRAP_KEY, CapgateServer, ServerFactory, seconds_until_closed
+from tests.support import (
+    BOOTSTRAP_KEY,
+    CapgateServer,
+    ServerFactory,
+    captchas,
+    image_task,
+    seconds_until_closed,
+)
 
 pytestmark = pytest.mark.system
 
@@ -215,3 +222,29 @@ def test_a_client_gone_before_its_body_is_whole_is_no_error(
     time.sleep(0.2)  # Any log line of the closed reads is written by now.
     log = server.log.read_text()
     assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_a_request_whose_client_left_leaves_no_traceback_at_sigterm(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """granian cancels, as it stops, a request in progress whose client has gone (here a
+    long poll): it ends quietly, and the process exits cleanly, instead of a traceback in
+    the log for each such request."""
+    server = start_server(tmp_path / "g", "--server", "granian", local_solving="false")
+    image, _ = captchas(1, 1)[0]
+    created = server.post("/createTask", {"clientKey": BOOTSTRAP_KEY, "task": image_task(image)})
+    payload = {"clientKey": BOOTSTRAP_KEY, "taskId": created["taskId"], "waitSeconds": 3}
+    body = json.dumps(payload).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /getTaskResult HTTP/1.1\r\nHost: capgate\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        time.sleep(0.3)  # the long poll is waiting on the server; then the client leaves
+    time.sleep(0.2)
+    process = server.process
+    assert process is not None
+    server.stop()
+    assert process.returncode == 0
+    log = server.log.read_text()
+    assert "Traceback" not in log, log

@@ -14,6 +14,8 @@ import pytest
 from granian._granian import RSGIProtocolClosed
 
 from capgate.api.app import App
+from capgate.api.http import Request, Response
+from capgate.api.routing import Route
 from capgate.api.rsgi import RsgiApp
 from capgate.clock import SystemClock
 from capgate.config import Settings
@@ -95,3 +97,82 @@ def test_a_read_of_a_closed_connection_is_answered_400(rsgi: RsgiApp) -> None:
     proto = Proto(closed)
     serve(rsgi, proto)
     assert [status for status, _, _ in proto.answers] == [400]
+
+
+def test_shutdown_lets_a_request_in_progress_end_before_the_app_stops(rsgi: RsgiApp) -> None:
+    """granian's stop does not wait for every request in progress; RsgiApp.shutdown does
+    (bounded), so that the store is not closed under one."""
+    order: list[str] = []
+
+    async def slow() -> bytes:
+        await asyncio.sleep(0.3)
+        order.append("body read")
+        return b'{"clientKey": "nobody"}'
+
+    proto = Proto(slow)
+
+    async def run() -> None:
+        await rsgi.startup()
+        stop_app = rsgi.app.shutdown
+
+        async def shutdown() -> None:
+            order.append(f"app shutdown, {rsgi.active} in progress")
+            await stop_app()
+
+        rsgi.app.shutdown = shutdown  # type: ignore[method-assign]
+        request = asyncio.create_task(rsgi.__rsgi__(Scope(), proto))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert rsgi.active == 1
+        await rsgi.shutdown()
+        await request
+
+    asyncio.run(run())
+    assert order == ["body read", "app shutdown, 0 in progress"]
+    assert [status for status, _, _ in proto.answers] == [200]  # answered, in its dialect
+
+
+def _waiting_route(rsgi: RsgiApp, started: asyncio.Event) -> None:
+    """/wait: a handler that waits (as a long poll does) until it is cancelled."""
+
+    async def waits(request: Request) -> Response:
+        started.set()
+        await asyncio.sleep(60)
+        return Response(b"{}")
+
+    rsgi._exact["/wait"] = Route(waits, lambda error: Response(b"{}"))
+
+
+def _cancel_a_waiting_request(rsgi: RsgiApp) -> None:
+    async def run() -> None:
+        started = asyncio.Event()
+        _waiting_route(rsgi, started)
+
+        async def body() -> bytes:
+            return b"{}"
+
+        scope = Scope()
+        scope.path = "/wait"
+        rsgi.deadlines.start()
+        try:
+            request = asyncio.create_task(rsgi.__rsgi__(scope, Proto(body)))  # type: ignore[arg-type]
+            await started.wait()
+            request.cancel()
+            await request
+        finally:
+            await rsgi.deadlines.stop()
+
+    asyncio.run(run())
+
+
+def test_a_request_cancelled_while_stopping_ends_quietly(rsgi: RsgiApp) -> None:
+    """What granian does at stop to a request whose client has gone: cancel it. With the
+    server stopping, the request ends without raising (granian would log a traceback)."""
+    rsgi.stopping = True
+    _cancel_a_waiting_request(rsgi)  # no CancelledError
+    assert rsgi.active == 0
+
+
+def test_a_request_cancelled_while_serving_is_still_cancelled(rsgi: RsgiApp) -> None:
+    with pytest.raises(asyncio.CancelledError):
+        _cancel_a_waiting_request(rsgi)
+    assert rsgi.active == 0

@@ -30,7 +30,9 @@ What uvicorn and ReadDeadlineProtocol did for the ASGI app, and who does it here
   127.0.0.1 and ::1), exactly as uvicorn's proxy-headers middleware does (here).
 
 Lifespan: `serve()` opens the store and starts the solvers (App.startup) before it listens,
-and stops them (App.shutdown) after the server stopped, as uvicorn's lifespan does; with
+and stops them (App.shutdown) after the server stopped and the requests in progress ended
+(at most SHUTDOWN_GRACE_SECONDS), as uvicorn's lifespan does. granian's stop cancels the
+requests whose client has gone; those end quietly, not with a traceback each. With
 `--workers N` each granian worker process does the same in `__rsgi_init__` and
 `__rsgi_del__` (`worker_app`).
 """
@@ -43,6 +45,7 @@ import ipaddress
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from granian._granian import RSGIHTTPProtocol as HTTPProtocol
@@ -59,6 +62,9 @@ log = logging.getLogger("capgate.api")
 # Response headers as RSGI takes them (str pairs), built once for the usual content types.
 _CONTENT_TYPES: dict[bytes, list[tuple[str, str]]] = {}
 _CLOSE = ("connection", "close")
+# How long, at shutdown, the requests still in progress may take to end before the store
+# closes under them (uvicorn waits for them too).
+SHUTDOWN_GRACE_SECONDS = 5.0
 _PLAIN = ("content-type", "text/plain; charset=utf-8")
 
 
@@ -212,6 +218,7 @@ class RsgiApp:
         self._hosts: dict[str, str] = {}  # Client `host:port` -> host, for kept-alive ones.
         self.active = 0  # Requests in progress.
         self.max_active = settings.max_connections
+        self.stopping = False  # Set when the server is told to stop.
 
     async def startup(self) -> None:
         """What the ASGI lifespan's startup does, and the read deadlines' watch."""
@@ -219,7 +226,14 @@ class RsgiApp:
         self.deadlines.start()
 
     async def shutdown(self) -> None:
-        """What the ASGI lifespan's shutdown does."""
+        """What the ASGI lifespan's shutdown does, once the requests in progress have
+        ended (at most SHUTDOWN_GRACE_SECONDS): granian's stop does not wait for those
+        whose client has gone, and a store closed under them fails them."""
+        self.stopping = True
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_SECONDS
+        # Polled, once, at shutdown: an Event would cost every request a check.
+        while self.active and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         await self.deadlines.stop()
         await self.app.shutdown()
 
@@ -302,7 +316,15 @@ class RsgiApp:
             request = RsgiRequest(
                 scope.method, path, query.encode() if query else b"", headers, body, host
             )
-            _send(proto, await route.handler(request))
+            try:
+                response = await route.handler(request)
+            except asyncio.CancelledError:
+                if self.stopping:
+                    # granian cancels, as it stops, the requests whose client has gone:
+                    # nobody is left to answer, and granian would log a traceback each.
+                    return
+                raise
+            _send(proto, response)
         finally:
             self.active -= 1
 
@@ -414,8 +436,15 @@ async def _serve(app: App) -> None:
     try:
         server = Server(rsgi, **granian_options(app.settings))
         loop = asyncio.get_running_loop()
+
+        stop_server: Callable[[], None] = server.stop  # (granian's is untyped)
+
+        def stop() -> None:
+            rsgi.stopping = True
+            stop_server()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, server.stop)
+            loop.add_signal_handler(signum, stop)
         await server.serve()
     finally:
         await rsgi.shutdown()
