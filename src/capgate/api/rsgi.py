@@ -32,9 +32,10 @@ What uvicorn and ReadDeadlineProtocol did for the ASGI app, and who does it here
 Lifespan: `serve()` opens the store and starts the solvers (App.startup) before it listens,
 and stops them (App.shutdown) after the server stopped and the requests in progress ended
 (at most SHUTDOWN_GRACE_SECONDS), as uvicorn's lifespan does. granian's stop cancels the
-requests whose client has gone; those end quietly, not with a traceback each. With
-`--workers N` each granian worker process does the same in `__rsgi_init__` and
-`__rsgi_del__` (`worker_app`).
+requests whose client has gone; those end quietly, not with a traceback each (with one
+process: `--workers N` workers get the signal from granian, not from `serve()`, so there a
+cancelled request still logs one). With `--workers N` each granian worker process starts
+and stops the App in `__rsgi_init__` and `__rsgi_del__` (`worker_app`).
 """
 
 from __future__ import annotations
