@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -25,6 +27,21 @@ BOOTSTRAP_KEY = "0123456789abcdef0123456789abcdef"
 # The project's shared folder beside the checkout (seed documents, real captchas). A clone
 # from the project's public home has none.
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+# The training scripts: a folder of scripts, not a package.
+TRAINING = Path(__file__).resolve().parents[1] / "training"
+
+
+def training_script(name: str) -> ModuleType:
+    """training/NAME.py imported as the module NAME (registered in sys.modules first, as
+    its dataclasses need)."""
+    spec = importlib.util.spec_from_file_location(name, TRAINING / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 # Where a capgate serves each vendor API (the SDK's and the upstream adapters' `kind`s).
 DIALECT_PATHS = {

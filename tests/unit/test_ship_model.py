@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
-SHIP = Path(__file__).resolve().parents[2] / "training" / "ship.py"
+from tests.support import TRAINING, training_script
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ship", SHIP)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ship"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ship = _load()
+SHIP = TRAINING / "ship.py"
+ship = training_script("ship")
 
 
 def _run(history: list[dict[str, object]]) -> dict[str, object]:

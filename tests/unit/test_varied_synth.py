@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import random
 import string
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from PIL import Image
 
-VARIED = Path(__file__).resolve().parents[2] / "training" / "varied.py"
+from tests.support import training_script
+
 LIBERATION = Path("/usr/share/fonts/truetype/liberation")
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("varied", VARIED)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["varied"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-varied = _load()
+varied = training_script("varied")
 
 
 @pytest.fixture(scope="module")
