@@ -63,10 +63,10 @@ log = logging.getLogger("capgate.api")
 # Response headers as RSGI takes them (str pairs), built once for the usual content types.
 _CONTENT_TYPES: dict[bytes, list[tuple[str, str]]] = {}
 _CLOSE = ("connection", "close")
+_PLAIN = ("content-type", "text/plain; charset=utf-8")
 # How long, at shutdown, the requests still in progress may take to end before the store
 # closes under them (uvicorn waits for them too).
 SHUTDOWN_GRACE_SECONDS = 5.0
-_PLAIN = ("content-type", "text/plain; charset=utf-8")
 
 
 class RsgiRequest(Request):
@@ -231,9 +231,10 @@ class RsgiApp:
         ended (at most SHUTDOWN_GRACE_SECONDS): granian's stop does not wait for those
         whose client has gone, and a store closed under them fails them."""
         self.stopping = True
-        deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_SECONDS
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE_SECONDS
         # Polled, once, at shutdown: an Event would cost every request a check.
-        while self.active and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        while self.active and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         await self.deadlines.stop()
         await self.app.shutdown()
