@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from granian._granian import RSGIProtocolClosed
 
+from capgate.api import rsgi as rsgi_module
 from capgate.api.app import App
 from capgate.api.http import Request, Response
 from capgate.api.routing import Route
@@ -175,4 +176,40 @@ def test_a_request_cancelled_while_stopping_ends_quietly(rsgi: RsgiApp) -> None:
 def test_a_request_cancelled_while_serving_is_still_cancelled(rsgi: RsgiApp) -> None:
     with pytest.raises(asyncio.CancelledError):
         _cancel_a_waiting_request(rsgi)
+    assert rsgi.active == 0
+
+
+def test_a_request_that_never_ends_holds_shutdown_no_longer_than_the_grace(
+    rsgi: RsgiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst a client can do to a stop (a request that waits on and on): the App's
+    shutdown still runs, once SHUTDOWN_GRACE_SECONDS have passed."""
+    monkeypatch.setattr(rsgi_module, "SHUTDOWN_GRACE_SECONDS", 0.2)
+    seen: list[int] = []
+
+    async def run() -> None:
+        await rsgi.startup()
+        started = asyncio.Event()
+        _waiting_route(rsgi, started)
+        stop_app = rsgi.app.shutdown
+
+        async def shutdown() -> None:
+            seen.append(rsgi.active)
+            await stop_app()
+
+        rsgi.app.shutdown = shutdown  # type: ignore[method-assign]
+
+        async def body() -> bytes:
+            return b"{}"
+
+        scope = Scope()
+        scope.path = "/wait"
+        request = asyncio.create_task(rsgi.__rsgi__(scope, Proto(body)))  # type: ignore[arg-type]
+        await started.wait()
+        await asyncio.wait_for(rsgi.shutdown(), 30)  # returns, the request still waiting
+        request.cancel()
+        await request  # stopping: it ends quietly
+
+    asyncio.run(run())
+    assert seen == [1]  # the App stopped with the stuck request still in progress
     assert rsgi.active == 0
